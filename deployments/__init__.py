@@ -1,0 +1,1 @@
+"""Ray Serve deployments: the HTTP ingress, the model servers, and the app builders."""

@@ -1,0 +1,141 @@
+"""Ultralytics, Ray-free: load a registry model, warm it up, run it, return plain arrays.
+
+Only model replicas import this module (and so torch); the ingress never does.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from typing import Any
+
+import numpy as np
+
+from shared.registry import ModelSpec
+from shared.results import Prediction
+
+
+def _ensure_offline_env() -> None:
+    # Ultralytics reads these at import time; keep it off the network and off ~/.config.
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+    os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(os.getcwd(), ".yolo-config"))
+
+
+def library_versions() -> dict[str, str]:
+    return {
+        "ultralytics": version("ultralytics"),
+        "torch": version("torch").split("+")[0],
+        "torchvision": version("torchvision").split("+")[0],
+        "python": platform.python_version(),
+    }
+
+
+@dataclass
+class LoadedModel:
+    spec: ModelSpec
+    model: Any  # ultralytics.YOLO
+    device: str
+    half: bool
+    names: list[str]
+    load_seconds: float
+    default_imgsz: int = 640
+    predict_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def run(
+        self, images: list[np.ndarray], conf: float, iou: float, imgsz: int
+    ) -> list[Prediction]:
+        """Infer on RGB arrays (any sizes). Returns one Prediction per image, same order."""
+        import torch
+
+        # Ultralytics treats numpy input as OpenCV-style BGR.
+        bgr = [np.ascontiguousarray(image[..., ::-1]) for image in images]
+        with torch.inference_mode():
+            results = self.model.predict(
+                bgr, conf=conf, iou=iou, imgsz=imgsz, verbose=False, **self.predict_kwargs
+            )
+        return [to_prediction(r, self.spec.task, self.names) for r in results]
+
+
+def to_prediction(result: Any, task: str, names: list[str]) -> Prediction:
+    """One Ultralytics `Results` -> a Prediction of numpy arrays in the input image's pixels."""
+    speed = {
+        k: float(result.speed.get(k) or 0.0) for k in ("preprocess", "inference", "postprocess")
+    }
+    if task == "classify":
+        probs = result.probs
+        top = [(int(c), float(p)) for c, p in zip(probs.top5, probs.top5conf.tolist(), strict=True)]
+        return Prediction(task=task, names=names, top5=top, speed=speed)
+    if task == "obb":
+        obb = result.obb
+        return Prediction(
+            task=task,
+            names=names,
+            boxes=obb.xyxy.cpu().numpy(),
+            confidence=obb.conf.cpu().numpy(),
+            classes=obb.cls.cpu().numpy().astype(np.int64),
+            obb=obb.xyxyxyxy.cpu().numpy(),
+            speed=speed,
+        )
+    boxes = result.boxes
+    prediction = Prediction(
+        task=task,
+        names=names,
+        boxes=boxes.xyxy.cpu().numpy(),
+        confidence=boxes.conf.cpu().numpy(),
+        classes=boxes.cls.cpu().numpy().astype(np.int64),
+        speed=speed,
+    )
+    if task == "segment":
+        prediction["segments"] = (
+            [np.asarray(p, dtype=np.float32) for p in result.masks.xy] if result.masks else []
+        )
+    if task == "pose":
+        prediction["keypoints"] = (
+            result.keypoints.data.cpu().numpy()
+            if result.keypoints is not None
+            else np.zeros((0, 17, 3), np.float32)
+        )
+    return prediction
+
+
+def load_model(spec: ModelSpec, *, device: str = "cpu", warmup: bool = True) -> LoadedModel:
+    """Load weights from the registry path (never a download), and warm up once."""
+    _ensure_offline_env()
+    if not spec.path.is_file():
+        # YOLO() would try to download a missing file, even by absolute path.
+        raise FileNotFoundError(
+            f"weights for {spec.id!r} not found at {spec.path}; run `python -m shared.weights`"
+        )
+    from ultralytics import YOLO
+
+    started = time.perf_counter()
+    model = YOLO(str(spec.path), task=spec.task)
+    half = device.startswith("cuda")
+    names_map = model.names
+    names = [names_map[i] for i in range(len(names_map))]
+    loaded = LoadedModel(
+        spec=spec,
+        model=model,
+        device=device,
+        half=half,
+        names=names,
+        load_seconds=0.0,
+        default_imgsz=spec.imgsz or 640,
+        predict_kwargs={"device": device, "half": half},
+    )
+    if warmup:
+        blank = np.zeros((loaded.default_imgsz, loaded.default_imgsz, 3), np.uint8)
+        loaded.run([blank], conf=0.25, iou=0.7, imgsz=loaded.default_imgsz)
+    loaded.load_seconds = time.perf_counter() - started
+    return loaded
+
+
+def set_torch_threads(threads: int) -> None:
+    """Ultralytics' first predict lowers torch's thread count; set ours after warm-up."""
+    import torch
+
+    torch.set_num_threads(max(1, threads))

@@ -1,0 +1,1 @@
+"""Pure, Ray-free building blocks shared by the ingress and the model deployments."""

@@ -1,0 +1,77 @@
+"""`yolo-endpoints`: manage API keys and weights from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from shared import keys, weights
+from shared.registry import PROJECT_ROOT
+
+DEFAULT_KEYS_FILE = PROJECT_ROOT / ".keys" / "keys.json"
+
+
+def keys_file(arg: str | None) -> Path:
+    return Path(arg or os.environ.get("YOLO_ENDPOINTS_KEYS", DEFAULT_KEYS_FILE))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="yolo-endpoints")
+    parser.add_argument(
+        "--keys-file", help=f"key store (default $YOLO_ENDPOINTS_KEYS or {DEFAULT_KEYS_FILE})"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    keys_cmd = sub.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="action", required=True
+    )
+    create = keys_cmd.add_parser("create", help="create a key; prints it on the last line")
+    create.add_argument("name")
+    create.add_argument("--models", nargs="+", help="restrict the key to these model IDs")
+    keys_cmd.add_parser("list", help="names, prefixes and creation times (never secrets)")
+    revoke = keys_cmd.add_parser("revoke", help="revoke a key by name")
+    revoke.add_argument("name")
+    ensure = keys_cmd.add_parser("ensure", help="create a key NAME only if the store is empty")
+    ensure.add_argument("name")
+    serve_cmd = sub.add_parser("serve", help="start Ray and serve serve_config.yaml (foreground)")
+    serve_cmd.add_argument("--config", default=str(PROJECT_ROOT / "serve_config.yaml"))
+    serve_cmd.add_argument(
+        "--num-cpus",
+        type=int,
+        default=16,
+        help="Ray's logical CPU budget (replicas time-share real cores)",
+    )
+    fetch = sub.add_parser("weights", help="fetch and verify the registry's weights")
+    fetch.add_argument("models", nargs="*")
+    args = parser.parse_args(argv)
+
+    if args.command == "weights":
+        return weights.main(args.models)
+    path = keys_file(args.keys_file)
+    if args.command == "serve":
+        from shared.serve_main import serve
+
+        return serve(Path(args.config), path, args.num_cpus)
+    if args.action in ("create", "ensure"):
+        if args.action == "ensure" and keys.read_store(path):
+            return 0
+        try:
+            key = keys.create_key(path, args.name, getattr(args, "models", None))
+        except ValueError as exc:
+            parser.error(str(exc))
+        print(f"created key {args.name!r} in {path}; it is shown only once:")
+        print(key)
+    elif args.action == "list":
+        for r in keys.read_store(path):
+            scope = ",".join(r.models) if r.models else "all models"
+            print(f"{r.name}\t{r.prefix}…\t{r.created}\t{scope}")
+    elif args.action == "revoke":
+        if not keys.revoke_key(path, args.name):
+            print(f"no key named {args.name!r}")
+            return 1
+        print(f"revoked {args.name!r}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""Starting, checking and stopping the local Ray cluster that `make serve` and the tests use.
+
+Serving on one machine is `ray start --head` (so Ray's metrics land on a fixed port) followed by
+`serve run`/`serve deploy` against it. Ray's logical CPU count is a scheduling budget, not the
+core count: on one box every replica time-shares the same cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass(frozen=True)
+class ClusterPorts:
+    gcs: int = 6380
+    dashboard: int = 8265
+    metrics: int = 8080
+    http: int = 8000
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard}"
+
+
+def ray_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    env.setdefault("YOLO_OFFLINE", "1")
+    env.setdefault("YOLO_AUTOINSTALL", "0")
+    env.setdefault("YOLO_CONFIG_DIR", "/tmp/yolo-endpoints/ultralytics")
+    return env
+
+
+def start_head(ports: ClusterPorts, num_cpus: int = 16) -> None:
+    subprocess.run(
+        [
+            str(BIN / "ray"),
+            "start",
+            "--head",
+            f"--port={ports.gcs}",
+            f"--num-cpus={num_cpus}",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={ports.dashboard}",
+            f"--metrics-export-port={ports.metrics}",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        env=ray_env(),
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def stop_cluster() -> None:
+    subprocess.run(
+        [str(BIN / "ray"), "stop", "--force"],
+        env=ray_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def deploy(config: Path, ports: ClusterPorts) -> None:
+    subprocess.run(
+        [str(BIN / "serve"), "deploy", str(config), "-a", ports.dashboard_url],
+        check=True,
+        env=ray_env(),
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def app_statuses(ports: ClusterPorts) -> dict[str, str]:
+    """Application name -> status, from the dashboard's Serve API ({} while unreachable)."""
+    try:
+        with urllib.request.urlopen(
+            f"{ports.dashboard_url}/api/serve/applications/", timeout=5
+        ) as response:
+            body = json.load(response)
+    except (urllib.error.URLError, OSError, ValueError):
+        return {}
+    return {name: app["status"] for name, app in (body.get("applications") or {}).items()}
+
+
+def wait_running(ports: ClusterPorts, apps: list[str], timeout_s: float = 300) -> None:
+    deadline = time.monotonic() + timeout_s
+    statuses: dict[str, str] = {}
+    while time.monotonic() < deadline:
+        statuses = app_statuses(ports)
+        if any(s == "DEPLOY_FAILED" for s in statuses.values()):
+            raise RuntimeError(f"deployment failed: {statuses}")
+        if all(statuses.get(a) == "RUNNING" for a in apps):
+            return
+        time.sleep(1)
+    raise TimeoutError(f"applications not running after {timeout_s}s: {statuses}")

@@ -1,0 +1,63 @@
+"""`yolo-endpoints serve`: everything `make serve` does after installing the project."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from shared import cluster, keys, weights
+from shared.assets import example_image
+from shared.registry import load_registry
+
+
+def _curl_example(base: str, key: str, model: str) -> str:
+    image = example_image("bus.jpg")
+    return (
+        f'curl -X POST "{base}/api/models/{model}/predict" \\\n'
+        f'  -H "Authorization: Bearer {key}" \\\n'
+        f'  -F "file=@{image}" -F "conf=0.25" -F "iou=0.7" -F "imgsz=640"'
+    )
+
+
+def serve(config_path: Path, keys_path: Path, num_cpus: int) -> int:
+    weights.fetch(load_registry().values())
+    new_key = None
+    if not keys.read_store(keys_path):
+        new_key = keys.create_key(keys_path, "default")
+    config = yaml.safe_load(config_path.read_text())
+    http = config.get("http_options", {})
+    ports = cluster.ClusterPorts(http=int(http.get("port", 8000)))
+    base = f"http://{http.get('host', '127.0.0.1')}:{ports.http}"
+    apps = [a["name"] for a in config["applications"]]
+
+    cluster.stop_cluster()
+    cluster.start_head(ports, num_cpus=num_cpus)
+    runner = subprocess.Popen(
+        [str(cluster.BIN / "serve"), "run", str(config_path), "--address", ports.address],
+        env=cluster.ray_env(),
+    )
+    try:
+        cluster.wait_running(ports, apps)
+        print("\nYOLO Endpoints is up:")
+        print(f"  Predict page     {base}/")
+        for app in config["applications"]:
+            if app["route_prefix"] != "/":
+                print(f"  endpoint {app['name']:<8}{base}{app['route_prefix']}/")
+        print(f"  Ray metrics      http://127.0.0.1:{ports.metrics}/metrics")
+        if new_key:
+            print(f"\nCreated the first API key (shown once, stored hashed in {keys_path}):")
+            print(f"  {new_key}")
+        shown = new_key or "$YOLO_API_KEY"
+        print("\nTry it:\n" + _curl_example(base, shown, "yolo26n") + "\n", flush=True)
+        return runner.wait()
+    except KeyboardInterrupt:
+        runner.send_signal(signal.SIGINT)
+        runner.wait(timeout=30)
+        return 0
+    finally:
+        if runner.poll() is None:
+            runner.terminate()
+        cluster.stop_cluster()
