@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -26,6 +27,13 @@ class ClusterPorts:
     dashboard: int = 8265
     metrics: int = 8080
     http: int = 8000
+    agent: int = 52365
+    client: int = 10001
+
+    @classmethod
+    def block(cls, base: int) -> ClusterPorts:
+        """Six consecutive ports, so that several clusters can share one machine."""
+        return cls(base, base + 1, base + 2, base + 3, base + 4, base + 5)
 
     @property
     def address(self) -> str:
@@ -45,23 +53,65 @@ def ray_env() -> dict[str, str]:
     return env
 
 
+def _head_args(ports: ClusterPorts, num_cpus: int) -> list[str]:
+    return [
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        f"--port={ports.gcs}",
+        f"--num-cpus={num_cpus}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={ports.dashboard}",
+        f"--metrics-export-port={ports.metrics}",
+        f"--dashboard-agent-listen-port={ports.agent}",
+        f"--ray-client-server-port={ports.client}",
+        "--disable-usage-stats",
+    ]
+
+
 def start_head(ports: ClusterPorts, num_cpus: int = 16) -> None:
+    """A detached head, as an operator would start one (`ray stop` ends it)."""
     subprocess.run(
-        [
-            str(BIN / "ray"),
-            "start",
-            "--head",
-            f"--port={ports.gcs}",
-            f"--num-cpus={num_cpus}",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={ports.dashboard}",
-            f"--metrics-export-port={ports.metrics}",
-            "--disable-usage-stats",
-        ],
-        check=True,
+        _head_args(ports, num_cpus), check=True, env=ray_env(), stdout=subprocess.DEVNULL
+    )
+
+
+def start_owned_head(ports: ClusterPorts, num_cpus: int = 16) -> subprocess.Popen:
+    """A head that lives exactly as long as the returned process (`stop_owned_head` ends it).
+
+    `ray start --block` tears its processes down when signalled, so a test session can run its
+    own cluster beside a developer's without `ray stop` killing both.
+    """
+    process = subprocess.Popen(
+        [*_head_args(ports, num_cpus), "--block"],
         env=ray_env(),
         stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
+    deadline = time.monotonic() + 120
+    while not _dashboard_up(ports):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"ray head on port {ports.gcs} did not start")
+        time.sleep(0.5)
+    return process
+
+
+def stop_owned_head(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
+def _dashboard_up(ports: ClusterPorts) -> bool:
+    try:
+        with urllib.request.urlopen(f"{ports.dashboard_url}/api/version", timeout=2):
+            return True
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def stop_cluster() -> None:

@@ -19,7 +19,8 @@ from shared import cluster, keys
 from shared.assets import example_image
 from shared.registry import PROJECT_ROOT
 
-PORTS = cluster.ClusterPorts(gcs=6390, dashboard=8275, metrics=8090, http=8010)
+# Several test sessions (or a `make serve`) can share a machine: each picks its own port block.
+PORTS = cluster.ClusterPorts.block(int(os.environ.get("YOLO_TEST_PORT_BASE", "21000")))
 
 
 @dataclass
@@ -36,8 +37,14 @@ class Server:
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.key}"}
 
-    def predict(self, model: str, image: Path | bytes, key: str | None = None,
-                prefix: str | None = None, **fields) -> requests.Response:
+    def predict(
+        self,
+        model: str,
+        image: Path | bytes,
+        key: str | None = None,
+        prefix: str | None = None,
+        **fields,
+    ) -> requests.Response:
         data = image.read_bytes() if isinstance(image, Path) else image
         path = f"{prefix}/predict" if prefix else f"/api/models/{model}/predict"
         return requests.post(
@@ -66,14 +73,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
     config_path = tmp / "serve_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    cluster.stop_cluster()
-    cluster.start_head(PORTS)
+    head = cluster.start_owned_head(PORTS)
     try:
         cluster.deploy(config_path, PORTS)
         cluster.wait_running(PORTS, [a["name"] for a in config["applications"]])
         yield Server(f"http://127.0.0.1:{PORTS.http}", key, keys_file, config, PORTS)
     finally:
-        cluster.stop_cluster()
+        cluster.stop_owned_head(head)
 
 
 @pytest.fixture(scope="session")

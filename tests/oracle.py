@@ -22,15 +22,23 @@ def oracle(model_id: str, image: Path | Any, **kwargs) -> Any:
     return yolo(model_id).predict(source, verbose=False, **kwargs)[0]
 
 
-def assert_matches_oracle(body: dict, model_id: str, image: Path | Any, *, box_tol: float = 1.0,
-                          conf_tol: float = 0.01, **kwargs) -> None:
+def assert_matches_oracle(
+    body: dict,
+    model_id: str,
+    image: Path | Any,
+    *,
+    box_tol: float = 1.0,
+    conf_tol: float = 0.01,
+    **kwargs,
+) -> None:
     """Same count and classes, boxes within `box_tol` px, confidences within `conf_tol`."""
     expected = oracle(model_id, image, **kwargs)
     results = body["images"][0]["results"]
     boxes = expected.boxes
     assert len(results) == len(boxes), (len(results), len(boxes))
-    for got, xyxy, conf, cls in zip(results, boxes.xyxy.tolist(), boxes.conf.tolist(),
-                                    boxes.cls.tolist(), strict=True):
+    for got, xyxy, conf, cls in zip(
+        results, boxes.xyxy.tolist(), boxes.conf.tolist(), boxes.cls.tolist(), strict=True
+    ):
         assert got["class"] == int(cls)
         assert abs(got["confidence"] - conf) <= conf_tol
         box = got["box"]

@@ -64,8 +64,9 @@ def test_dedicated_endpoint_serves_its_model(server, zidane: Path) -> None:
 def test_missing_key_is_401_json(server, bus: Path) -> None:
     import requests
 
-    response = requests.post(server.url("/api/models/yolo26n/predict"),
-                             files={"file": bus.read_bytes()}, timeout=30)
+    response = requests.post(
+        server.url("/api/models/yolo26n/predict"), files={"file": bus.read_bytes()}, timeout=30
+    )
     assert response.status_code == 401
     assert response.headers["content-type"].startswith("application/json")
     assert "error" in response.json()
