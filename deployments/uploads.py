@@ -1,7 +1,12 @@
-"""Reading a bounded multipart upload: the size limit is enforced while the body streams in."""
+"""Reading a bounded multipart upload: the size limit is enforced while the body streams in.
+
+The image comes as the file part `file`, or as the text field `source`: base64 (raw or a data
+URI) or, only where the config allows it, an http(s) URL fetched under the same size limit.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
@@ -13,25 +18,49 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from shared.errors import ApiError, bad_request
+from shared.url_source import fetch_url, is_url
 
 MAX_FIELDS = 8  # file/source + conf, iou, imgsz, normalize, decimals and a little slack
+MAX_FIELD_BYTES = 256  # every text field but `source` is a short number or word
 _DATA_URI = re.compile(r"^data:[\w/+.-]*(;[\w=.-]+)*;base64,", re.IGNORECASE)
 
 
-class _InMemoryParser(MultiPartParser):
-    # Keep uploads (at most the size limit) in memory instead of spooling >1 MB to disk.
-    spool_max_size = 16 * 1024 * 1024
+@dataclass(frozen=True)
+class UrlSources:
+    """Whether `source` may be an http(s) URL, and how long fetching one may take."""
+
+    enabled: bool = False
+    timeout_s: float = 10.0
 
 
 @dataclass
 class Upload:
     data: bytes
-    fields: dict[str, list[str]]  # every non-file field, repeated ones kept, for parse_params
+    fields: dict[str, list[str]]  # every non-image field, repeated ones kept, for parse_params
     received: int  # request body bytes
 
 
 def too_large(limit: int) -> ApiError:
-    return ApiError(413, f"File too large: the limit is {limit // (1024 * 1024)} MB")
+    return ApiError(413, f"File too large: the limit is {limit / (1024 * 1024):g} MB")
+
+
+class _BoundedParser(MultiPartParser):
+    """Keeps the upload in memory and stops at the first file byte past the limit."""
+
+    # The file is at most the limit; don't spool to disk past Starlette's default of 1 MB.
+    spool_max_size = 16 * 1024 * 1024
+
+    def __init__(self, *args, file_limit: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.file_limit = file_limit
+        self.file_bytes = 0
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._current_part.file is not None:
+            self.file_bytes += end - start
+            if self.file_bytes > self.file_limit:
+                raise too_large(self.file_limit)
+        super().on_part_data(data, start, end)
 
 
 async def _bounded(
@@ -44,58 +73,87 @@ async def _bounded(
         yield chunk
 
 
-def _decode_source(value: str, limit: int) -> bytes:
+def _decode_base64(value: str, limit: int) -> bytes:
     text = _DATA_URI.sub("", value.strip(), count=1)
     if len(text) * 3 // 4 > limit:
         raise too_large(limit)
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise bad_request("Invalid 'source': expected a base64 image or data URI") from exc
+        raise bad_request(
+            "Invalid 'source': expected a base64 image, a data URI or an http(s) URL"
+        ) from exc
 
 
-async def read_upload(request: Request, limit: int) -> Upload:
-    """Parse `file` (or base64 `source`) and the form fields, never buffering much past `limit`."""
+async def _from_source(value: str, limit: int, urls: UrlSources) -> bytes:
+    if not is_url(value.strip()):
+        return _decode_base64(value, limit)
+    if not urls.enabled:
+        raise bad_request(
+            "Invalid 'source': URL sources are disabled on this server; "
+            "send the image as 'file' or as base64 'source'"
+        )
+    return await asyncio.to_thread(
+        fetch_url, value.strip(), limit=limit, timeout_s=urls.timeout_s, too_large=too_large(limit)
+    )
+
+
+def _text_as_bytes(value: str) -> bytes:
+    # A `file` part sent without a filename arrives as text that Starlette decoded as UTF-8 or,
+    # failing that (any JPEG or PNG), Latin-1; undo that to get the bytes back.
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")
+
+
+async def read_upload(request: Request, limit: int, urls: UrlSources | None = None) -> Upload:
+    """Parse `file` (or `source`) and the form fields, never buffering much past `limit`."""
+    urls = urls or UrlSources()
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
-        raise bad_request("Expected multipart/form-data with a 'file' field")
+        raise bad_request("Expected multipart/form-data with the image in a 'file' field")
     # Envelope allowance: base64 `source` is 4/3 of the image, plus headers and small fields.
     cap = limit * 4 // 3 + 64 * 1024
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > cap:
         raise too_large(limit)
     counter = [0]
-    parser = _InMemoryParser(
+    parser = _BoundedParser(
         request.headers,
         _bounded(request.stream(), cap, limit, counter),
         max_files=1,
         max_fields=MAX_FIELDS,
         max_part_size=cap,
+        file_limit=limit,
     )
     try:
         form = await parser.parse()
     except MultiPartException as exc:
         raise bad_request(f"Invalid form data: {exc.message}") from exc
-    files: list[tuple[str, UploadFile]] = []
-    fields: dict[str, list[str]] = {}
-    for name, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            files.append((name, value))
-        else:
-            fields.setdefault(name, []).append(value)
     try:
+        files: list[tuple[str, UploadFile]] = []
+        fields: dict[str, list[str]] = {}
+        for name, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                files.append((name, value))
+            else:
+                fields.setdefault(name, []).append(value)
+        for name, values in fields.items():
+            if name not in ("source", "file") and any(len(v) > MAX_FIELD_BYTES for v in values):
+                raise bad_request(f"Invalid '{name[:32]}': longer than {MAX_FIELD_BYTES} bytes")
+        images = len(files) + len(fields.get("file", [])) + len(fields.get("source", []))
+        if images > 1:
+            raise bad_request("Send one image: a single 'file' or a single 'source'")
         if files:
             name, upload = files[0]
             if name != "file":
-                raise bad_request(f"Unexpected file field '{name}': send the image as 'file'")
-            if "source" in fields:
-                raise bad_request("Send either 'file' or 'source', not both")
+                raise bad_request(f"Unexpected file field '{name[:32]}': send the image as 'file'")
             data = await upload.read()
+        elif "file" in fields:
+            data = _text_as_bytes(fields.pop("file")[0])
         elif "source" in fields:
-            sources = fields.pop("source")
-            if len(sources) > 1:
-                raise bad_request("Parameter 'source' was given more than once")
-            data = _decode_source(sources[0], limit)
+            data = await _from_source(fields.pop("source")[0], limit, urls)
         else:
             raise bad_request("Missing 'file': attach the image as multipart field 'file'")
     finally:

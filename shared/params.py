@@ -1,4 +1,9 @@
-"""Inference parameters from a multipart form: parsing, ranges and defaults, per the spec."""
+"""Inference parameters from a multipart form: parsing, ranges and defaults, per the spec.
+
+Every rejection is a 400 that names the field and what it accepts, so a client can fix the
+request from the message alone. Unknown fields are rejected too: a typo such as `confidence`
+would otherwise silently run with the default.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +17,13 @@ CONF_RANGE = (0.01, 1.0)
 IOU_RANGE = (0.0, 0.95)
 IMGSZ_RANGE = (32, 1280)
 DECIMALS_RANGE = (0, 10)
+PARAMETERS = ("conf", "iou", "imgsz", "normalize", "decimals")
+# Platform parameters the official SDK may send that mean nothing for one still image (video
+# frame stride, depth-map bit depth): accepted and ignored, so SDK calls work unchanged.
+PLATFORM_ONLY = ("vid_stride", "bits")
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
+_SHOWN = 24  # how much of a bad value to echo back
 
 
 @dataclass(frozen=True)
@@ -29,10 +39,15 @@ class PredictParams:
         return (self.conf, self.iou, self.imgsz)
 
 
+def _got(raw: str) -> str:
+    shown = raw if len(raw) <= _SHOWN else raw[:_SHOWN] + "..."
+    return f"got {shown!r}"
+
+
 def _single(form: Mapping[str, Sequence[str]], name: str) -> str | None:
     values = form.get(name) or []
     if len(values) > 1:
-        raise bad_request(f"Parameter '{name}' was given {len(values)} times; give it once")
+        raise bad_request(f"Invalid '{name}': given {len(values)} times, give it once")
     return values[0].strip() if values else None
 
 
@@ -42,7 +57,7 @@ def _number(raw: str, name: str, low: float, high: float) -> float:
     except ValueError:
         value = math.nan
     if not (low <= value <= high):  # also rejects nan and inf
-        raise bad_request(f"Invalid '{name}': must be a number between {low:g} and {high:g}")
+        raise bad_request(f"Invalid '{name}': must be a number from {low} to {high}, {_got(raw)}")
     return value
 
 
@@ -52,7 +67,7 @@ def _integer(raw: str, name: str, low: int, high: int) -> int:
     except ValueError:
         value = math.nan
     if not (low <= value <= high) or value != int(value):
-        raise bad_request(f"Invalid '{name}': must be an integer between {low} and {high}")
+        raise bad_request(f"Invalid '{name}': must be an integer from {low} to {high}, {_got(raw)}")
     return int(value)
 
 
@@ -62,23 +77,31 @@ def _boolean(raw: str, name: str) -> bool:
         return True
     if lowered in _FALSE:
         return False
-    raise bad_request(f"Invalid '{name}': must be true or false")
+    raise bad_request(f"Invalid '{name}': must be true or false, {_got(raw)}")
 
 
 def parse_params(form: Mapping[str, Sequence[str]], *, default_imgsz: int = 640) -> PredictParams:
-    """Read conf/iou/imgsz/normalize/decimals from form values (each name -> list of values)."""
-    conf, iou, imgsz, normalize, decimals = (
-        _single(form, n) for n in ("conf", "iou", "imgsz", "normalize", "decimals")
-    )
+    """Read conf/iou/imgsz/normalize/decimals from form values (each name -> list of values).
+
+    `form` holds the request's non-image fields only. An absent field takes its default; a
+    present one, even empty, must be valid.
+    """
+    unknown = sorted(set(form) - set(PARAMETERS) - set(PLATFORM_ONLY))
+    if unknown:
+        raise bad_request(
+            f"Unknown parameter '{unknown[0][:_SHOWN]}': expected 'file' or 'source' and "
+            f"optionally {', '.join(PARAMETERS)}"
+        )
+    conf, iou, imgsz, normalize, decimals = (_single(form, n) for n in PARAMETERS)
     defaults = PredictParams(imgsz=default_imgsz)
     return PredictParams(
-        conf=defaults.conf if conf in (None, "") else _number(conf, "conf", *CONF_RANGE),
-        iou=defaults.iou if iou in (None, "") else _number(iou, "iou", *IOU_RANGE),
-        imgsz=defaults.imgsz if imgsz in (None, "") else _integer(imgsz, "imgsz", *IMGSZ_RANGE),
-        normalize=False if normalize in (None, "") else _boolean(normalize, "normalize"),
+        conf=defaults.conf if conf is None else _number(conf, "conf", *CONF_RANGE),
+        iou=defaults.iou if iou is None else _number(iou, "iou", *IOU_RANGE),
+        imgsz=defaults.imgsz if imgsz is None else _integer(imgsz, "imgsz", *IMGSZ_RANGE),
+        normalize=defaults.normalize if normalize is None else _boolean(normalize, "normalize"),
         decimals=(
             defaults.decimals
-            if decimals in (None, "")
+            if decimals is None
             else _integer(decimals, "decimals", *DECIMALS_RANGE)
         ),
     )

@@ -1,0 +1,208 @@
+"""Decoding: every format and pixel layout to the pixels Ultralytics would see; bombs refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from shared.errors import ApiError
+from shared.images import MAX_PIXELS, decode_image, is_dng
+from tests.samples import (
+    MODE_VARIANTS,
+    VARIANTS,
+    Variant,
+    bayer_dng,
+    bus_jpeg,
+    bus_rgb,
+    encode,
+    jpeg_with_size,
+    png_bomb,
+)
+
+# Mean absolute difference per channel value that a lossy re-encode of bus.jpg stays within.
+LOSSY_MEAN_DIFF = 4.0
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    return decode_image(bus_jpeg()).array
+
+
+def test_jpeg_decodes_to_upright_rgb(reference: np.ndarray) -> None:
+    image = decode_image(bus_jpeg())
+    assert image.format == "jpeg"
+    assert image.shape == (1080, 810)
+    assert image.array.shape == (1080, 810, 3)
+    assert image.array.dtype == np.uint8
+    assert image.scale == (1.0, 1.0)
+    assert np.array_equal(image.array, np.asarray(bus_rgb()))
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
+def test_every_format_decodes_to_the_jpeg_s_pixels(variant: Variant, reference) -> None:
+    image = decode_image(variant.make())
+    assert image.format == variant.format
+    assert image.shape == (1080, 810), "EXIF orientation applied: the upright shape"
+    assert image.array.shape == (1080, 810, 3)
+    diff = np.abs(image.array.astype(np.int16) - reference).mean()
+    if variant.lossless:
+        assert diff == 0
+    else:
+        assert diff < LOSSY_MEAN_DIFF
+
+
+@pytest.mark.parametrize("name", sorted(MODE_VARIANTS))
+def test_grey_palette_bilevel_and_16_bit_match_ultralytics_reading(
+    name: str, tmp_path: Path
+) -> None:
+    # What `model.predict("file")` sees: ultralytics' own imread (OpenCV), as RGB.
+    from ultralytics.utils.patches import imread
+
+    data = MODE_VARIANTS[name]()
+    suffix = {"png": ".png", "jpeg": ".jpg", "bmp": ".bmp", "tiff": ".tif"}[name.split("-")[-1]]
+    path = tmp_path / f"{name}{suffix}"
+    path.write_bytes(data)
+    expected = imread(str(path))[..., ::-1]
+    image = decode_image(data)
+    assert image.array.shape == expected.shape
+    assert np.array_equal(image.array, expected)
+
+
+def test_alpha_is_dropped_like_ultralytics_does(tmp_path: Path) -> None:
+    from ultralytics.utils.patches import imread
+
+    rgba = np.zeros((40, 60, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 1] = np.arange(60, dtype=np.uint8)[None, :]
+    rgba[..., 3] = np.arange(40, dtype=np.uint8)[:, None] * 6  # from transparent to opaque
+    data = encode(Image.fromarray(rgba, "RGBA"), "PNG")
+    (tmp_path / "a.png").write_bytes(data)
+    assert np.array_equal(decode_image(data).array, imread(str(tmp_path / "a.png"))[..., ::-1])
+    assert np.array_equal(decode_image(data).array, rgba[..., :3])
+
+
+def test_mpo_reads_the_first_frame() -> None:
+    from tests.samples import mpo
+
+    first = decode_image(mpo()).array
+    assert np.abs(first.astype(np.int16) - np.asarray(bus_rgb())).mean() < LOSSY_MEAN_DIFF
+
+
+def test_dng_is_developed_upright_by_libraw() -> None:
+    assert is_dng(bayer_dng())
+    assert not is_dng(encode(bus_rgb(), "TIFF"))
+    assert not is_dng(b"II*\x00\xff\xff\xff\xff")  # IFD offset past the end
+    # Orientation 6 (90 degrees clockwise): the portrait raw becomes landscape.
+    turned = decode_image(bayer_dng(orientation=6))
+    assert turned.format == "dng"
+    assert turned.shape == (810, 1080)
+
+
+def test_the_same_pixels_with_ultralytics_imported() -> None:
+    """`import ultralytics` wraps PIL.Image.open; decoding must neither use it nor change."""
+    import ultralytics  # noqa: F401
+
+    assert Image.open.__module__ != "PIL.Image"
+    assert np.array_equal(decode_image(bus_jpeg()).array, np.asarray(bus_rgb()))
+    with pytest.raises(ApiError) as caught:  # the wrapper would try to install a HEIF plugin
+        decode_image(b"not an image at all")
+    assert caught.value.status == 400
+
+
+# -- refusals -------------------------------------------------------------------------------
+def rejected(data: bytes) -> str:
+    with pytest.raises(ApiError) as caught:
+        decode_image(data)
+    assert caught.value.status == 400
+    assert caught.value.message.startswith("Invalid image")
+    return caught.value.message
+
+
+def test_a_real_decompression_bomb_is_refused_before_decoding() -> None:
+    bomb = png_bomb(9000, 9000)  # 81 MP: over our limit, under Pillow's own warning
+    assert len(bomb) < 200_000
+    assert "9000x9000 exceeds the limit" in rejected(bomb)
+    huge = png_bomb(12000, 12000)  # 144 MP: Pillow's own bomb check fires first
+    assert "decompression bomb" in rejected(huge)
+
+
+@pytest.mark.parametrize("size", [(65000, 65000), (9000, 9000), (8001, 8000)])
+def test_headers_claiming_too_many_pixels_are_refused(size: tuple[int, int]) -> None:
+    rejected(jpeg_with_size(*size))
+
+
+def test_the_pixel_limit_is_configurable() -> None:
+    with pytest.raises(ApiError) as caught:
+        decode_image(bus_jpeg(), max_pixels=1000)
+    assert "810x1080 exceeds the limit of 1000 pixels" in caught.value.message
+    assert MAX_PIXELS >= 50_000_000  # a 50 MP phone photo must pass
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"hello",
+        b"<!doctype html><html><body>not an image</body></html>",
+        b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,
+        bus_jpeg()[: len(bus_jpeg()) // 2],
+        b"\xff\xd8\xff",
+        b"II*\x00" + bytes(100),
+        b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n",
+    ],
+    ids=["empty", "text", "html", "png-garbage", "truncated-jpeg", "jpeg-soi", "tiff-zeros", "eps"],
+)
+def test_broken_and_non_images_are_400(data: bytes) -> None:
+    rejected(data)
+
+
+def test_formats_outside_the_spec_are_refused() -> None:
+    rejected(encode(bus_rgb(), "GIF"))
+    rejected(encode(bus_rgb(), "PCX"))
+
+
+# -- reduced-size JPEG decoding ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def big_jpeg() -> bytes:
+    """bus.jpg at 4x (14 MP), the size of a phone photo."""
+    return encode(bus_rgb().resize((3240, 4320), Image.Resampling.LANCZOS), "JPEG", quality=92)
+
+
+def test_draft_decodes_a_large_jpeg_at_reduced_size(big_jpeg: bytes) -> None:
+    image = decode_image(big_jpeg, target_size=640)
+    assert image.shape == (4320, 3240)
+    assert image.array.shape == (1080, 810, 3)  # 1/4: the longer side still >= 640
+    assert image.scale == (4.0, 4.0)
+    assert decode_image(big_jpeg, target_size=1280).array.shape == (2160, 1620, 3)
+    assert decode_image(big_jpeg).array.shape == (4320, 3240, 3)
+    # Not worth it under 2x, and never for formats without draft support.
+    assert decode_image(bus_jpeg(), target_size=640).scale == (1.0, 1.0)
+    assert decode_image(encode(bus_rgb(), "PNG"), target_size=64).scale == (1.0, 1.0)
+
+
+def test_draft_keeps_the_upright_original_shape() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored = bus_rgb().resize((3240, 4320)).transpose(Image.Transpose.ROTATE_90)
+    image = decode_image(encode(stored, "JPEG", exif=exif.tobytes()), target_size=640)
+    assert image.shape == (4320, 3240)
+    assert image.array.shape == (1080, 810, 3)
+
+
+def test_draft_decoded_detections_equal_full_decoding(big_jpeg: bytes) -> None:
+    from tests.oracle import yolo
+
+    def detect(image) -> tuple[list[int], np.ndarray, np.ndarray]:
+        boxes = yolo("yolo26n").predict(image.array[..., ::-1], imgsz=640, verbose=False)[0].boxes
+        sy, sx = image.scale
+        return boxes.cls.int().tolist(), boxes.xyxy.numpy() * [sx, sy, sx, sy], boxes.conf.numpy()
+
+    full_cls, full_xyxy, full_conf = detect(decode_image(big_jpeg))
+    draft_cls, draft_xyxy, draft_conf = detect(decode_image(big_jpeg, target_size=640))
+    assert full_cls == draft_cls and len(full_cls) >= 4
+    tolerance = 0.005 * 4320  # half a percent of the longer side: 5 px at imgsz 640
+    assert np.abs(full_xyxy - draft_xyxy).max() < tolerance
+    assert np.abs(full_conf - draft_conf).max() < 0.03

@@ -1,0 +1,163 @@
+"""The upload reader on a real Starlette request: limits hold while the body streams in."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Iterator
+
+import pytest
+from starlette.requests import Request
+
+from deployments.uploads import MAX_FIELDS, Upload, UrlSources, read_upload
+from shared.errors import ApiError
+
+LIMIT = 1024 * 1024
+BOUNDARY = "xXxBOUNDARYxXx"
+CHUNK = 64 * 1024
+
+
+def part(name: str, value: bytes, filename: str | None = None) -> bytes:
+    disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename else "")
+    return f"--{BOUNDARY}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + value + b"\r\n"
+
+
+def body(*parts: bytes) -> bytes:
+    return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
+
+
+class Stream:
+    """An ASGI receive() that hands out the body in chunks and counts what was taken."""
+
+    def __init__(self, chunks: Iterator[bytes]):
+        self.chunks = chunks
+        self.taken = 0
+
+    async def __call__(self) -> dict:
+        chunk = next(self.chunks, None)
+        if chunk is None:
+            return {"type": "http.request", "body": b"", "more_body": False}
+        self.taken += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": True}
+
+
+def chunked(data: bytes) -> Iterator[bytes]:
+    return (data[i : i + CHUNK] for i in range(0, len(data), CHUNK))
+
+
+def read(
+    chunks: Iterator[bytes],
+    *,
+    length: int | None = None,
+    content_type: str = f"multipart/form-data; boundary={BOUNDARY}",
+    urls: UrlSources | None = None,
+) -> tuple[Upload | ApiError, Stream]:
+    headers = [(b"content-type", content_type.encode())]
+    if length is not None:
+        headers.append((b"content-length", str(length).encode()))
+    stream = Stream(chunks)
+    request = Request({"type": "http", "method": "POST", "headers": headers}, stream)
+    try:
+        return asyncio.run(read_upload(request, LIMIT, urls)), stream
+    except ApiError as exc:
+        return exc, stream
+
+
+def upload(*parts: bytes, **kwargs) -> Upload:
+    data = body(*parts)
+    result, _ = read(chunked(data), length=len(data), **kwargs)
+    assert isinstance(result, Upload), result
+    return result
+
+
+def error(*parts: bytes, **kwargs) -> ApiError:
+    data = body(*parts)
+    result, _ = read(chunked(data), length=len(data), **kwargs)
+    assert isinstance(result, ApiError), result
+    return result
+
+
+def test_file_and_fields() -> None:
+    got = upload(part("file", b"\xff\xd8image", "a.jpg"), part("conf", b"0.5"))
+    assert got.data == b"\xff\xd8image"
+    assert got.fields == {"conf": ["0.5"]}
+
+
+def test_file_sent_without_a_filename_keeps_its_bytes() -> None:
+    binary = bytes(range(256)) * 10
+    assert upload(part("file", binary)).data == binary
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        base64.b64encode(b"\x89PNG bytes"),
+        b"data:image/png;base64," + base64.b64encode(b"\x89PNG bytes"),
+    ],
+)
+def test_base64_source(value: bytes) -> None:
+    assert upload(part("source", value)).data == b"\x89PNG bytes"
+
+
+def test_an_oversized_body_stops_being_read_at_the_limit() -> None:
+    """No Content-Length (chunked): the reader stops soon after the limit, not at the end."""
+    endless = (part("file", b"", "a.jpg")[:-2] + b"x" * CHUNK for _ in range(10_000))
+    result, stream = read(endless)
+    assert isinstance(result, ApiError) and result.status == 413
+    assert stream.taken <= LIMIT + 2 * CHUNK + 1024  # ~1 MB read of a 650 MB body
+
+
+def test_a_declared_oversized_body_is_not_read_at_all() -> None:
+    result, stream = read(iter([b"x"]), length=50 * LIMIT)
+    assert isinstance(result, ApiError) and result.status == 413
+    assert stream.taken == 0
+
+
+def test_an_oversized_base64_source_is_413() -> None:
+    big = base64.b64encode(b"x" * (LIMIT + 10))
+    assert error(part("source", big)).status == 413
+
+
+@pytest.mark.parametrize(
+    ("parts", "needle"),
+    [
+        ((), "Missing 'file'"),
+        ((part("image", b"x", "a.jpg"),), "Unexpected file field 'image'"),
+        ((part("file", b"x", "a.jpg"), part("file", b"y", "b.jpg")), "Too many files"),
+        ((part("file", b"x", "a.jpg"), part("source", b"eA==")), "one image"),
+        ((part("source", b"eA=="), part("source", b"eA==")), "one image"),
+        ((part("source", b"not base64!"),), "Invalid 'source'"),
+        ((part("source", b"http://127.0.0.1/x.jpg"),), "URL sources are disabled"),
+        ((part("file", b"x", "a.jpg"), part("conf", b"1" * 300)), "longer than 256 bytes"),
+        (tuple(part(f"f{i}", b"1") for i in range(MAX_FIELDS + 1)), "Too many fields"),
+    ],
+    ids=[
+        "nothing",
+        "wrong-name",
+        "two-files",
+        "file-and-source",
+        "two-sources",
+        "bad-base64",
+        "url-off",
+        "long-field",
+        "many-fields",
+    ],
+)
+def test_malformed_forms_are_400(parts: tuple[bytes, ...], needle: str) -> None:
+    got = error(*parts)
+    assert got.status == 400
+    assert needle in got.message
+
+
+def test_not_multipart_is_400() -> None:
+    result, _ = read(iter([b"{}"]), length=2, content_type="application/json")
+    assert isinstance(result, ApiError) and result.status == 400
+    garbage, _ = read(iter([b"--nope\r\n\r\n"]), length=10)
+    assert isinstance(garbage, ApiError) and garbage.status == 400
+
+
+def test_url_source_when_enabled_is_checked() -> None:
+    # Enabled, the loopback URL is fetched only after the address check, which refuses it.
+    got = error(part("source", b"http://127.0.0.1:9/x.jpg"), urls=UrlSources(enabled=True))
+    assert got.status == 400
+    assert "non-public address" in got.message
