@@ -28,6 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     create = keys_cmd.add_parser("create", help="create a key; prints it on the last line")
     create.add_argument("name")
     create.add_argument("--models", nargs="+", help="restrict the key to these model IDs")
+    create.add_argument(
+        "--rate-limit",
+        type=int,
+        metavar="N",
+        help="requests per rate-limit window for this key (default: the application's limit)",
+    )
     keys_cmd.add_parser("list", help="names, prefixes and creation times (never secrets)")
     revoke = keys_cmd.add_parser("revoke", help="revoke a key by name")
     revoke.add_argument("name")
@@ -56,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "ensure" and keys.read_store(path):
             return 0
         try:
-            key = keys.create_key(path, args.name, getattr(args, "models", None))
+            key = keys.create_key(
+                path, args.name, getattr(args, "models", None), getattr(args, "rate_limit", None)
+            )
         except ValueError as exc:
             parser.error(str(exc))
         print(f"created key {args.name!r} in {path}; it is shown only once:")
@@ -64,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.action == "list":
         for r in keys.read_store(path):
             scope = ",".join(r.models) if r.models else "all models"
-            print(f"{r.name}\t{r.prefix}…\t{r.created}\t{scope}")
+            limit = f"{r.rate_limit}/window" if r.rate_limit else "default limit"
+            print(f"{r.name}\t{r.prefix}…\t{r.created}\t{scope}\t{limit}")
     elif args.action == "revoke":
         if not keys.revoke_key(path, args.name):
             print(f"no key named {args.name!r}")

@@ -1,20 +1,24 @@
 """API keys: `ul_` + 40 hex characters, stored only as SHA-256 hashes in a JSON file.
 
 The file (a mounted Secret on Kubernetes) holds `{"keys": [{name, hash, prefix, created,
-models}]}`. The CLI writes it atomically; `KeyRing` re-reads it when it changes, so the running
-service sees new and revoked keys within seconds, without a restart.
+models, rate_limit}]}`. The CLI writes it atomically; `KeyRing` re-reads it when it changes, so the
+running service sees new and revoked keys within seconds, without a restart.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +26,13 @@ from pathlib import Path
 from shared.errors import ApiError
 
 KEY_PATTERN = re.compile(r"^ul_[0-9a-f]{40}$")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # one token: `keys list` is TSV
 PREFIX_LEN = 10  # "ul_" + 7 hex: enough to tell keys apart in a listing, useless to an attacker
+REFRESH_S = 1.0  # how often a KeyRing looks at the store: well inside the 5 s the issue allows
+# RFC 6750: a 401 names the scheme it wants.
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="yolo-endpoints"'}
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,8 @@ class KeyRecord:
     prefix: str
     created: str
     models: tuple[str, ...] | None = None  # None: every model
+    # Requests per rate-limit window for this key; None: the application's limit.
+    rate_limit: int | None = None
 
     @property
     def id(self) -> str:
@@ -62,9 +74,18 @@ def read_store(path: Path) -> list[KeyRecord]:
             prefix=k["prefix"],
             created=k["created"],
             models=tuple(k["models"]) if k.get("models") is not None else None,
+            rate_limit=_positive_int_or_none(k.get("rate_limit")),
         )
         for k in raw.get("keys", [])
     ]
+
+
+def _positive_int_or_none(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"rate_limit must be a positive integer, got {value!r}")
+    return value
 
 
 def write_store(path: Path, records: list[KeyRecord]) -> None:
@@ -77,6 +98,7 @@ def write_store(path: Path, records: list[KeyRecord]) -> None:
                 "prefix": r.prefix,
                 "created": r.created,
                 "models": list(r.models) if r.models is not None else None,
+                "rate_limit": r.rate_limit,
             }
             for r in records
         ]
@@ -89,52 +111,73 @@ def write_store(path: Path, records: list[KeyRecord]) -> None:
     os.replace(tmp, path)
 
 
-def create_key(path: Path, name: str, models: list[str] | None = None) -> str:
-    records = read_store(path)
-    if any(r.name == name for r in records):
-        raise ValueError(f"a key named {name!r} already exists")
-    key = generate_key()
-    records.append(
-        KeyRecord(
-            name=name,
-            hash=hash_key(key),
-            prefix=key[:PREFIX_LEN],
-            created=datetime.now(UTC).isoformat(timespec="seconds"),
-            models=tuple(models) if models else None,
+@contextlib.contextmanager
+def _store_lock(path: Path) -> Iterator[None]:
+    """Serialise read-modify-write of the store, so two concurrent `keys create` both land."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def create_key(
+    path: Path, name: str, models: list[str] | None = None, rate_limit: int | None = None
+) -> str:
+    if not NAME_PATTERN.match(name):
+        raise ValueError(f"key name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    rate_limit = _positive_int_or_none(rate_limit)
+    with _store_lock(path):
+        records = read_store(path)
+        if any(r.name == name for r in records):
+            raise ValueError(f"a key named {name!r} already exists")
+        key = generate_key()
+        records.append(
+            KeyRecord(
+                name=name,
+                hash=hash_key(key),
+                prefix=key[:PREFIX_LEN],
+                created=datetime.now(UTC).isoformat(timespec="seconds"),
+                models=tuple(models) if models else None,
+                rate_limit=rate_limit,
+            )
         )
-    )
-    write_store(path, records)
+        write_store(path, records)
     return key
 
 
 def revoke_key(path: Path, name: str) -> bool:
-    records = read_store(path)
-    kept = [r for r in records if r.name != name]
-    if len(kept) == len(records):
-        return False
-    write_store(path, kept)
+    with _store_lock(path):
+        records = read_store(path)
+        kept = [r for r in records if r.name != name]
+        if len(kept) == len(records):
+            return False
+        write_store(path, kept)
     return True
 
 
 def bearer_token(header: str | None) -> str:
     """The key from an Authorization header, or a 401 saying what is wrong with it."""
     if not header:
-        raise ApiError(401, "Unauthorized: missing Authorization header (Bearer API key)")
+        raise ApiError(
+            401, "Unauthorized: missing Authorization header (Bearer API key)", dict(CHALLENGE)
+        )
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not KEY_PATTERN.match(token):
-        raise ApiError(401, "Unauthorized: expected 'Authorization: Bearer ul_<40 hex>'")
+        raise ApiError(
+            401, "Unauthorized: expected 'Authorization: Bearer ul_<40 hex>'", dict(CHALLENGE)
+        )
     return token
 
 
 class KeyRing:
     """The keys a process accepts, refreshed from the store file when it changes."""
 
-    def __init__(self, path: str | Path, refresh_s: float = 1.0):
+    def __init__(self, path: str | Path, refresh_s: float = REFRESH_S):
         self.path = Path(path)
         self.refresh_s = refresh_s
         self._records: list[KeyRecord] = []
-        self._stamp: tuple[int, int] | None = None
+        self._stamp: tuple[int, int, int] | None = None
         self._checked = 0.0
 
     def _refresh(self) -> None:
@@ -144,12 +187,23 @@ class KeyRing:
         self._checked = now
         try:
             st = self.path.stat()
-            stamp = (st.st_mtime_ns, st.st_ino)
+            # Size too: file times tick coarsely, and a replaced file may reuse the inode number.
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
         except FileNotFoundError:
             self._records, self._stamp = [], None
             return
         if stamp != self._stamp:
-            self._records = read_store(self.path)
+            try:
+                self._records = read_store(self.path)
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                # A hand-edited store with a typo must not turn every request into a 500: keep
+                # the last good keys and try again on the next refresh.
+                logger.warning(
+                    "key store %s unreadable, keeping the last good keys: %s",
+                    self.path,
+                    type(exc).__name__,
+                )
+                return
             self._stamp = stamp
 
     def authenticate(self, header: str | None) -> KeyRecord:
@@ -162,5 +216,5 @@ class KeyRing:
             if hmac.compare_digest(record.hash, digest):
                 match = record
         if match is None:
-            raise ApiError(401, "Unauthorized: invalid or revoked API key")
+            raise ApiError(401, "Unauthorized: invalid or revoked API key", dict(CHALLENGE))
         return match

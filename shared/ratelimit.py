@@ -1,0 +1,89 @@
+"""Sliding-window rate limiting arithmetic: plain Python, no Ray, no clock of its own.
+
+A key may make `limit` requests in any rolling `window_s` seconds. Each key keeps the times of
+its admitted requests (a sliding log, at most `limit` entries), so the count is exact rather than
+the usual two-bucket approximation. Rejected requests are not counted: a client that keeps
+retrying too early is still admitted as soon as its oldest request leaves the window.
+
+Header meanings (all whole seconds, rounded up so that waiting that long is always enough):
+- `X-RateLimit-Limit`: requests allowed per window for this key;
+- `X-RateLimit-Remaining`: requests still allowed right now, after this one;
+- `X-RateLimit-Reset`: seconds until the oldest counted request leaves the window, i.e. until
+  `Remaining` next goes up (on a 429 this equals `Retry-After`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    requests: int
+    window_s: float
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_s: int
+    retry_after_s: int  # 0 when allowed
+
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "X-RateLimit-Limit": str(self.limit),
+            "X-RateLimit-Remaining": str(self.remaining),
+            "X-RateLimit-Reset": str(self.reset_s),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(self.retry_after_s)
+        return headers
+
+
+def _whole_seconds(s: float) -> int:
+    # Never 0 while something is still counted: "retry in 0 s" would invite a rejected retry.
+    return max(1, math.ceil(s))
+
+
+class SlidingWindow:
+    """Per-key sliding logs. Not thread-safe: one owner (the limiter replica) calls it."""
+
+    def __init__(self, config: RateLimit):
+        self.config = config
+        self._log: dict[str, deque[float]] = {}
+        self._last_prune = -math.inf
+
+    def __len__(self) -> int:
+        return len(self._log)
+
+    def acquire(self, key: str, now: float, limit: int | None = None) -> Decision:
+        """Admit and count one request of `key` at time `now`, or say how long to wait.
+
+        `limit` overrides the configured requests per window for this key (None: the default).
+        """
+        limit = limit or self.config.requests
+        window = self.config.window_s
+        self._maybe_prune(now)
+        log = self._log.setdefault(key, deque())
+        while log and log[0] <= now - window:
+            log.popleft()
+        if len(log) < limit:
+            log.append(now)
+            return Decision(True, limit, limit - len(log), _whole_seconds(log[0] + window - now), 0)
+        # With n >= limit counted, a request fits once the (n - limit + 1) oldest have expired.
+        # n > limit only happens after a key's limit was lowered while it had traffic.
+        wait = _whole_seconds(log[len(log) - limit] + window - now)
+        return Decision(False, limit, 0, wait, wait)
+
+    def _maybe_prune(self, now: float) -> None:
+        """Forget keys idle for a whole window, at most once per window (amortised O(1))."""
+        if now - self._last_prune < self.config.window_s:
+            return
+        self._last_prune = now
+        horizon = now - self.config.window_s
+        for key in [k for k, log in self._log.items() if not log or log[-1] <= horizon]:
+            del self._log[key]

@@ -1,0 +1,148 @@
+"""The key store and the KeyRing: format, hashing, parsing, reloads, no secrets at rest."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from pathlib import Path
+
+import pytest
+
+from shared import keys
+from shared.errors import ApiError
+
+
+def replace(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def test_generated_keys_look_like_the_platforms() -> None:
+    generated = {keys.generate_key() for _ in range(50)}
+    assert len(generated) == 50
+    assert all(re.fullmatch(r"ul_[0-9a-f]{40}", k) for k in generated)
+
+
+def test_store_keeps_hashes_never_keys(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    key = keys.create_key(path, "app", models=["yolo26n"], rate_limit=100)
+    text = path.read_text()
+    assert key not in text and key[len("ul_") :] not in text
+    (record,) = json.loads(text)["keys"]
+    assert record["hash"] == keys.hash_key(key)
+    assert record["prefix"] == key[: keys.PREFIX_LEN]
+    assert record["models"] == ["yolo26n"]
+    assert record["rate_limit"] == 100
+    assert record["created"].endswith("+00:00")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_create_rejects_duplicates_bad_names_and_bad_limits(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    keys.create_key(path, "app")
+    with pytest.raises(ValueError, match="already exists"):
+        keys.create_key(path, "app")
+    for name in ["", "has space", "tab\there", "-leading", "x" * 65]:
+        with pytest.raises(ValueError, match="key name"):
+            keys.create_key(path, name)
+    for limit in [0, -3]:
+        with pytest.raises(ValueError, match="rate_limit"):
+            keys.create_key(path, "other", rate_limit=limit)
+    assert [r.name for r in keys.read_store(path)] == ["app"]
+
+
+def test_revoke(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    keys.create_key(path, "a")
+    keys.create_key(path, "b")
+    assert keys.revoke_key(path, "a")
+    assert not keys.revoke_key(path, "a")
+    assert [r.name for r in keys.read_store(path)] == ["b"]
+
+
+def test_concurrent_creates_all_land(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    threads = [threading.Thread(target=keys.create_key, args=(path, f"k{i}")) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(r.name for r in keys.read_store(path)) == sorted(f"k{i}" for i in range(16))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        None,
+        "",
+        "ul_" + "a" * 40,  # no scheme
+        "Basic " + "ul_" + "a" * 40,
+        "Bearer",
+        "Bearer ul_" + "a" * 39,
+        "Bearer ul_" + "A" * 40,
+        "Bearer sk_" + "a" * 40,
+        "Bearer ul_" + "a" * 40 + " extra",
+    ],
+)
+def test_malformed_headers_are_401_with_a_challenge(header: str | None) -> None:
+    with pytest.raises(ApiError) as caught:
+        keys.bearer_token(header)
+    assert caught.value.status == 401
+    assert caught.value.message.startswith("Unauthorized")
+    assert caught.value.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+@pytest.mark.parametrize("form", ["Bearer {}", "bearer {}", "BEARER  {} ", " Bearer {}"])
+def test_bearer_scheme_is_case_insensitive(form: str) -> None:
+    key = "ul_" + "0123456789" * 4
+    assert keys.bearer_token(form.format(key)) == key
+
+
+def test_keyring_sees_created_and_revoked_keys(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    ring = keys.KeyRing(path, refresh_s=0)
+    first = keys.create_key(path, "first")
+    assert ring.authenticate(f"Bearer {first}").name == "first"
+    second = keys.create_key(path, "second", models=["yolo26n"], rate_limit=7)
+    record = ring.authenticate(f"Bearer {second}")
+    assert record.name == "second"
+    assert record.rate_limit == 7
+    assert record.allows("yolo26n") and not record.allows("yolo11n")
+    keys.revoke_key(path, "first")
+    with pytest.raises(ApiError) as caught:
+        ring.authenticate(f"Bearer {first}")
+    assert caught.value.status == 401
+    assert "revoked" in caught.value.message
+    assert first not in caught.value.message
+
+
+def test_unknown_key_and_missing_store_are_401(tmp_path: Path) -> None:
+    ring = keys.KeyRing(tmp_path / "absent.json", refresh_s=0)
+    with pytest.raises(ApiError) as caught:
+        ring.authenticate(f"Bearer {keys.generate_key()}")
+    assert caught.value.status == 401
+
+
+def test_keyring_keeps_last_good_keys_when_the_store_is_corrupt(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    key = keys.create_key(path, "app")
+    ring = keys.KeyRing(path, refresh_s=0)
+    assert ring.authenticate(f"Bearer {key}").name == "app"
+    replace(path, '{"keys": [')  # a half-edited file
+    assert ring.authenticate(f"Bearer {key}").name == "app"
+    replace(path, json.dumps({"keys": []}))
+    with pytest.raises(ApiError):
+        ring.authenticate(f"Bearer {key}")
+
+
+def test_keyring_rereads_at_most_once_per_refresh_interval(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    ring = keys.KeyRing(path, refresh_s=3600)
+    with pytest.raises(ApiError):
+        ring.authenticate(f"Bearer {keys.generate_key()}")  # loads the (empty) store now
+    late = keys.create_key(path, "late")
+    with pytest.raises(ApiError):
+        ring.authenticate(f"Bearer {late}")
