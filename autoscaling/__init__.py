@@ -1,0 +1,1 @@
+"""Autoscaling for model deployments: named presets and a queue-based custom policy."""

@@ -1,0 +1,106 @@
+"""Dedicated endpoints: their routes, the official SDK's paths, and batching."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from pathlib import Path
+
+import requests
+
+from tests.oracle import assert_matches_oracle
+
+
+def test_health_reports_model_and_latency(server) -> None:
+    response = requests.get(server.url("/endpoints/yolo26n-seg/health"), timeout=30)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["healthy"] is True
+    assert body["status"] == "ready"
+    assert body["model"] == "yolo26n-seg"
+    assert body["task"] == "segment"
+    assert body["latencyMs"] > 0
+
+
+def test_info_lists_task_classes_and_imgsz(server) -> None:
+    response = requests.get(
+        server.url("/endpoints/yolo26n/info"), headers=server.headers(), timeout=30
+    )
+    assert response.status_code == 200
+    info = response.json()
+    assert info["task"] == "detect"
+    assert info["model"] == "yolo26n"
+    assert len(info["names"]) == 80 and info["names"][0] == "person"
+    assert info["imgsz"] == 640
+
+
+def test_info_needs_a_key(server) -> None:
+    response = requests.get(server.url("/endpoints/yolo26n/info"), timeout=30)
+    assert response.status_code == 401
+    assert "error" in response.json()
+
+
+def test_official_sdk_models_predict(server, bus: Path) -> None:
+    from ultralytics_platform import Platform
+
+    client = Platform(api_key=server.key, base_url=server.base_url)
+    with open(bus, "rb") as f:
+        body = client.models.predict(
+            "someone", "some-project", "yolo26n", body={"file": f, "conf": 0.25, "imgsz": 640}
+        )
+    assert body["metadata"]["model"] == "yolo26n.pt"
+    assert body["metadata"]["task"] == "detect"
+    assert body["metadata"]["classNames"][5] == "bus"
+    assert_matches_oracle(body, "yolo26n", bus, conf=0.25, iou=0.7, imgsz=640)
+
+
+def test_official_sdk_deployments_predict(server, zidane: Path) -> None:
+    from ultralytics_platform import Platform
+
+    client = Platform(api_key=server.key, base_url=server.base_url)
+    with open(zidane, "rb") as f:
+        body = client.deployments.predict("someone", "yolo26n-seg", body={"file": f})
+    assert body["metadata"]["model"] == "yolo26n-seg.pt"
+    results = body["images"][0]["results"]
+    assert results and all("segments" in r for r in results)
+
+
+def test_sdk_unknown_deployment_is_404(server, zidane: Path) -> None:
+    response = requests.post(
+        server.url("/api/deployments/someone/no-such-endpoint/predict"),
+        headers=server.headers(),
+        files={"file": zidane.read_bytes()},
+        timeout=30,
+    )
+    assert response.status_code == 404
+    assert response.json() == {"error": "Deployment not found"}
+
+
+def test_concurrent_requests_form_batches(server, model_stats, bus: Path, zidane: Path) -> None:
+    before = model_stats("yolo26n")["batch_sizes"]
+    images = [bus, zidane] * 4  # two sizes in flight together
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        responses = list(
+            pool.map(lambda p: server.predict("", p, prefix="/endpoints/yolo26n"), images)
+        )
+    for path, response in zip(images, responses, strict=True):
+        assert response.status_code == 200, response.text
+        assert_matches_oracle(response.json(), "yolo26n", path, conf=0.25, iou=0.7, imgsz=640)
+    after = model_stats("yolo26n")["batch_sizes"]
+    grown = {size: after.get(size, 0) - before.get(size, 0) for size in after}
+    assert sum(size * n for size, n in grown.items()) == 8
+    assert max(size for size, n in grown.items() if n > 0) > 1, grown
+
+
+def test_shared_pool_loads_on_demand_and_evicts(server, model_stats, bus: Path) -> None:
+    """The pool holds at most `max_models_per_replica` (3) models, least recently used out."""
+    before = model_stats("shared", "ModelPool")["loads"]
+    for model in ("yolo26n", "yolo11n", "yolo26n-seg", "yolo11n-pose", "yolo26n"):
+        response = server.predict(model, bus, imgsz=320)
+        assert response.status_code == 200, response.text
+    missing = server.predict("not-in-registry", bus)
+    assert missing.status_code == 404
+    loads = model_stats("shared", "ModelPool")["loads"][len(before) :]
+    assert "not-in-registry" not in loads
+    # After the first three the pool holds exactly those; the fourth evicts the least recently
+    # used (yolo26n), which the fifth request then loads again.
+    assert loads[-2:] == ["yolo11n-pose", "yolo26n"], loads
