@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 from ray import exceptions as ray_exceptions
 from ray.serve.exceptions import BackPressureError, RequestCancelledError
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from shared.errors import ApiError
 from shared.params import PredictParams
@@ -17,13 +21,50 @@ logger = logging.getLogger("ray.serve")
 
 
 async def predict(
-    handle: DeploymentHandle, model_id: str, image: np.ndarray, params: PredictParams
+    handle: DeploymentHandle,
+    model_id: str,
+    image: np.ndarray,
+    params: PredictParams,
+    timeout_s: float | None = None,
 ) -> Prediction:
+    """The model's `Prediction`; a call still unanswered after `timeout_s` ends in a 504."""
     conf, iou, imgsz = params.model_args()
-    try:
-        return await handle.options(multiplexed_model_id=model_id).predict.remote(
+    with ray_errors(model_id, timeout_s):
+        response = handle.options(multiplexed_model_id=model_id).predict.remote(
             model_id, image, conf, iou, imgsz
         )
+        return await _within(response, timeout_s)
+
+
+async def describe(
+    handle: DeploymentHandle, model_id: str | None, timeout_s: float | None = None
+) -> dict[str, Any]:
+    """The model's task, class names and defaults (model_id None: a dedicated one's own)."""
+    with ray_errors(model_id or "pinned", timeout_s):
+        if model_id:
+            handle = handle.options(multiplexed_model_id=model_id)
+        return await _within(handle.describe.remote(model_id), timeout_s)
+
+
+async def _result(response: DeploymentResponse) -> Any:
+    return await response
+
+
+async def _within(response: DeploymentResponse, timeout_s: float | None) -> Any:
+    # A replica that never answers (wedged in native code, deadlocked) would otherwise hold the
+    # request until the proxy's own timeout, which answers with a plain-text 408. On timeout
+    # wait_for cancels the awaiting task, which withdraws the call from the replica without
+    # blocking the event loop (DeploymentResponse.cancel() may block until assignment).
+    if timeout_s is None:
+        return await response
+    return await asyncio.wait_for(_result(response), timeout_s)
+
+
+@contextmanager
+def ray_errors(model_id: str, timeout_s: float | None = None) -> Iterator[None]:
+    """Ray's failures as API errors: busy 503, unavailable 503, timeout 504."""
+    try:
+        yield
     except BackPressureError as exc:
         raise ApiError(
             503, "Model busy: too many queued requests, retry shortly", {"Retry-After": "1"}
@@ -38,7 +79,13 @@ async def predict(
             503, "Model not ready: replica unavailable, retry shortly", {"Retry-After": "2"}
         ) from exc
     except (TimeoutError, RequestCancelledError) as exc:
-        raise ApiError(504, "Model timed out") from exc
+        logger.warning(
+            "model %s call ended unanswered (%s, timeout %s s)",
+            model_id,
+            type(exc).__name__,
+            timeout_s,
+        )
+        raise ApiError(504, "Model timed out: no answer in time, retry shortly") from exc
     except ray_exceptions.RayTaskError as exc:
         if isinstance(exc.cause, FileNotFoundError):
             logger.error("model %s has no weights: %s", model_id, exc.cause)
