@@ -1,0 +1,252 @@
+"""Where a request's time goes in our stack: py-spy on the proxy, ingress and model replica while
+the load generator runs.
+
+    .venv/bin/python -m bench.profile                          # dedicated, c=1 and c=8, 10 s
+    .venv/bin/python -m bench.profile --target shared --concurrency 8 --arg backend=torch
+
+For each process it prints the CPU it used (cores), the busiest leaf functions, and the share of
+samples inside the steps of the request path (decode, multipart parsing, the network, pre- and
+post-processing...). py-spy samples without pausing the processes (--nonblocking), at 100 Hz.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import aiohttp
+import psutil
+import yaml
+
+from bench import load
+from bench.servers import RayServe
+from shared import cluster
+from shared.assets import EXAMPLES, example_image
+from shared.registry import PROJECT_ROOT
+
+# Function names whose inclusive share is reported: the steps of the request path.
+STEPS = {
+    "ProxyActor": ["proxy_request", "send_request_to_replica", "receive_asgi_messages"],
+    "Ingress": [
+        "read_upload",
+        "decode_image",
+        "parse_params",
+        "predict",
+        "shape_results",
+        "shape_response",
+        "render",
+    ],
+    "Model": [
+        "_batched",
+        "_infer",
+        "run",
+        "cvtColor",
+        "preprocess",
+        "pre_transform",
+        "inference",
+        "postprocess",
+        "to_prediction",
+        "setup_source",
+    ],
+}
+
+
+def summarize(raw: Path, steps: list[str], top: int = 12) -> dict:
+    """Collapsed stacks ("f1;f2;...;fn count" per line) -> sample counts by leaf and by step."""
+    leaves: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = stack.split(";")
+        leaves[frames[-1]] += count
+        # Frames read "Class.method (package/file.py)": a step matches the method's own name.
+        names = {frame.split(" (")[0].strip().rpartition(".")[2] for frame in frames}
+        for step in steps:
+            if step in names:
+                inclusive[step] += count
+    return {
+        "samples": total,
+        "top_leaves": [(leaf, n / total) for leaf, n in leaves.most_common(top)] if total else [],
+        "steps": {s: inclusive[s] / total for s in steps} if total else {},
+    }
+
+
+def _pids(head_pid: int, app: str, model_deployment: str) -> dict[str, int]:
+    """The proxy's, the app's ingress' and its model replica's process IDs."""
+    titles = {
+        "ProxyActor": "ProxyActor",
+        "Ingress": f"ServeReplica:{app}:Ingress",
+        "Model": f"ServeReplica:{app}:{model_deployment}",
+    }
+    found: dict[str, int] = {}
+    for process in psutil.Process(head_pid).children(recursive=True):
+        try:
+            title = " ".join(process.cmdline())
+        except psutil.Error:
+            continue
+        for role, marker in titles.items():
+            if marker in title:
+                found[role] = process.pid
+    return found
+
+
+async def breakdown(
+    url: str, headers: dict[str, str], uploads: list[load.Upload], n: int = 40
+) -> dict[str, list[float]]:
+    """One request at a time: the client's latency split by what the server reports.
+
+    `metadata.functionTimeCall` is the ingress' own time (upload read to response body), and
+    `speed` the model's preprocess + inference + postprocess; what is left over is the HTTP
+    proxy (client side) and decode + handle round trip + batching (ingress side).
+    """
+    parts: dict[str, list[float]] = collections.defaultdict(list)
+    async with aiohttp.ClientSession() as session:
+        for i in range(n):
+            started = time.perf_counter()
+            status, body = await load.fetch_json(url, headers, uploads[i % len(uploads)], session)
+            _split(parts, (time.perf_counter() - started) * 1000, status, body)
+    return parts
+
+
+def _split(parts: dict[str, list[float]], total: float, status: int, body: dict) -> None:
+    if status != 200:
+        raise RuntimeError(f"HTTP {status}: {body}")
+    ingress = body["metadata"]["functionTimeCall"] * 1000
+    speed = body["images"][0]["speed"]
+    parts["client total"].append(total)
+    parts["outside the ingress (proxy, HTTP)"].append(total - ingress)
+    parts["ingress, outside the model (decode, handle, queue)"].append(
+        ingress - sum(speed.values())
+    )
+    for key, value in speed.items():
+        parts[f"model {key}"].append(value)
+
+
+def print_breakdown(parts: dict[str, list[float]]) -> None:
+    print("\n== one request at a time: median ms")
+    for name, values in parts.items():
+        print(f"   {statistics.median(values):7.1f}  {name}")
+
+
+def _load_in_background(
+    url: str, headers: dict[str, str], uploads: list[load.Upload], concurrency: int, seconds: float
+) -> tuple[threading.Thread, list[load.LevelResult]]:
+    result: list[load.LevelResult] = []
+
+    def drive() -> None:
+        result.append(asyncio.run(load.run_level(url, headers, uploads, concurrency, seconds, 1)))
+
+    thread = threading.Thread(target=drive)
+    thread.start()
+    return thread, result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--target", choices=("dedicated", "shared"), default="dedicated")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--model", default="yolo26n")
+    parser.add_argument("--port-base", type=int, default=21500)
+    parser.add_argument("--arg", action="append", default=[], metavar="KEY=YAML")
+    parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results")
+    args = parser.parse_args(argv)
+    app_args = {}
+    for item in args.arg:
+        key, _, value = item.partition("=")
+        app_args[key] = yaml.safe_load(value)
+
+    fields = {"conf": "0.25", "iou": "0.7", "imgsz": "640"}
+    uploads = [load.Upload.build(n, example_image(n).read_bytes(), fields) for n in EXAMPLES]
+    ports = cluster.ClusterPorts.block(args.port_base)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="yolo-profile-") as tmp:
+        ray = RayServe(ports, Path(tmp), PROJECT_ROOT / "serve_config.yaml", app_args)
+        try:
+            path = (
+                f"/endpoints/{args.model}/predict"
+                if args.target == "dedicated"
+                else f"/api/models/{args.model}/predict"
+            )
+            url = ray.base_url + path
+            headers = {"Authorization": f"Bearer {ray.key}"}
+            if args.target == "dedicated":
+                pids = _pids(ray.pid, args.model, "Model")
+            else:
+                pids = _pids(ray.pid, "shared", "ModelPool")
+            asyncio.run(load.run_level(url, headers, uploads, 2, 3, 1))  # warm every path
+            print_breakdown(asyncio.run(breakdown(url, headers, uploads)))
+            for concurrency in args.concurrency:
+                loader, result = _load_in_background(
+                    url, headers, uploads, concurrency, args.seconds + 2
+                )
+                time.sleep(1.5)
+                spies, cpu_before = {}, {}
+                for role, pid in pids.items():
+                    raw = args.out / f"profile-{args.target}-c{concurrency}-{role}.txt"
+                    spies[role] = (
+                        subprocess.Popen(
+                            [
+                                str(cluster.BIN / "py-spy"),
+                                "record",
+                                "--pid",
+                                str(pid),
+                                "--duration",
+                                str(int(args.seconds)),
+                                "--format",
+                                "raw",
+                                "--nolineno",
+                                "--nonblocking",
+                                "--output",
+                                str(raw),
+                            ],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL,
+                        ),
+                        raw,
+                    )
+                    times = psutil.Process(pid).cpu_times()
+                    cpu_before[role] = (times.user + times.system, time.perf_counter())
+                for spy, _ in spies.values():
+                    spy.wait()
+                cpu = {}
+                for role, pid in pids.items():
+                    times = psutil.Process(pid).cpu_times()
+                    used, started = cpu_before[role]
+                    cpu[role] = (times.user + times.system - used) / (time.perf_counter() - started)
+                loader.join()
+                level = result[0]
+                rate = len(level.latencies_s) / level.wall_s
+                print(f"\n== {args.target} c={concurrency}: {rate:.2f} img/s", flush=True)
+                for role, (_, raw) in spies.items():
+                    if not raw.exists():
+                        print(f"-- {role}: no profile")
+                        continue
+                    summary = summarize(raw, STEPS[role])
+                    print(
+                        f"-- {role} (pid {pids[role]}): {cpu[role]:.2f} cores, "
+                        f"{summary['samples']} samples"
+                    )
+                    steps = ", ".join(f"{k} {100 * v:.0f}%" for k, v in summary["steps"].items())
+                    print(f"   steps (inclusive): {steps}")
+                    for leaf, share in summary["top_leaves"]:
+                        print(f"   {100 * share:5.1f}%  {leaf}")
+        finally:
+            ray.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
