@@ -36,3 +36,12 @@ lint: $(VENV)/.installed-dev
 format: $(VENV)/.installed-dev
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+# The benchmark (bench/README.md): raw model vs a plain FastAPI server vs our routes, one run.
+# BENCH_ARGS=--quick for a smoke run; results in bench/results/.
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e '.[bench]'
+	touch $@ $(VENV)/.installed
+
+bench: $(VENV)/.installed-bench weights
+	$(BIN)/python -m bench.run $(BENCH_ARGS)

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +22,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from deployments import model_calls
-from deployments.uploads import read_upload
+from deployments import model_calls, openapi
+from deployments.browser import NoSniffMiddleware, add_cors
+from deployments.directory import EndpointDirectory
+from deployments.gate import Gate, attach_limit_headers, limit_headers
+from deployments.metrics import IngressMetrics, RequestMetricsMiddleware
+from deployments.pages import PredictPages
+from deployments.uploads import UrlSources, read_upload
 from shared.errors import ApiError, model_not_found
 from shared.images import decode_image
 from shared.keys import KeyRecord, KeyRing
 from shared.params import parse_params
+from shared.ratelimit import RateLimit
 from shared.registry import PROJECT_ROOT, ModelSpec, is_valid_model_id, load_registry
 from shared.results import shape_response, shape_results
 
@@ -44,7 +50,11 @@ class IngressConfig:
     max_upload_mb: float = 10
     endpoint_name: str | None = None  # dedicated: its name
     model_id: str | None = None  # dedicated: its one model
-    endpoints: dict[str, str] = field(default_factory=dict)  # shared: deployment name -> app
+    rate_limit: RateLimit | None = None  # shared: per key, counted by the Limiter deployment
+    allow_url_sources: bool = False  # `source` may be an http(s) URL (fetched by the ingress)
+    url_timeout_s: float = 10.0
+    model_timeout_s: float | None = None  # a model call unanswered this long: JSON 504
+    cors_origins: tuple[str, ...] = ()  # origins whose pages may call the API; none: same-origin
 
 
 def _resolve(path: str) -> Path:
@@ -59,14 +69,24 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
 @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
 @serve.ingress()
 class Ingress:
-    def __init__(self, model: DeploymentHandle, config: dict[str, Any]):
+    def __init__(
+        self,
+        model: DeploymentHandle,
+        config: dict[str, Any],
+        limiter: DeploymentHandle | None = None,
+    ):
         self.config = IngressConfig(**config)
         self.model = model
         self.registry: dict[str, ModelSpec] = load_registry(
             _resolve(self.config.registry) if self.config.registry else None
         )
         self.keys = KeyRing(_resolve(self.config.keys_file))
+        self.gate = Gate(self.keys, limiter, self.config.rate_limit if limiter else None)
         self.limit_bytes = int(self.config.max_upload_mb * 1024 * 1024)
+        self.url_sources = UrlSources(self.config.allow_url_sources, self.config.url_timeout_s)
+        self.endpoints = EndpointDirectory()
+        self.metrics = IngressMetrics()
+        self._openapi: dict[str, dict[str, Any]] = {}  # root path -> document
 
     # -- the ASGI app, built per replica so routes can use this instance ---------------------
     def __serve_build_asgi_app__(self) -> Starlette:
@@ -74,9 +94,15 @@ class Ingress:
             routes = [
                 Route("/api/models", self.list_models, methods=["GET"]),
                 Route("/api/models/{model_id}/predict", self.predict_shared, methods=["POST"]),
+                # The official SDK's paths: a Platform model URL, and a dedicated deployment.
                 Route(
                     "/api/models/{owner}/{project}/{model_id}/predict",
                     self.predict_shared,
+                    methods=["POST"],
+                ),
+                Route(
+                    "/api/deployments/{owner}/{deployment}/predict",
+                    self.predict_forwarded,
                     methods=["POST"],
                 ),
                 Route("/health", self.health, methods=["GET"]),
@@ -85,8 +111,17 @@ class Ingress:
             routes = [
                 Route("/predict", self.predict_dedicated, methods=["POST"]),
                 Route("/health", self.health, methods=["GET"]),
+                Route("/info", self.info, methods=["GET"]),
             ]
-        return Starlette(
+        # The Predict page, its assets and example images (relative URLs: same files at both).
+        routes += PredictPages(
+            self.config.mode,
+            endpoint=self.config.endpoint_name,
+            model=self.config.model_id,
+            max_upload_mb=self.config.max_upload_mb,
+        ).routes()
+        routes.append(Route("/openapi.json", self.api_description, methods=["GET"]))
+        app = Starlette(
             routes=routes,
             exception_handlers={
                 ApiError: self._api_error,
@@ -94,26 +129,91 @@ class Ingress:
                 Exception: self._unexpected,
             },
         )
+        add_cors(app, self.config.cors_origins)
+        app.add_middleware(NoSniffMiddleware)
+        # Outermost, so it records the status of every response, whatever produced it.
+        app.add_middleware(RequestMetricsMiddleware, metrics=self.metrics)
+        return app
 
     async def _api_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.message, exc.headers)
+        return error_response(exc.status, exc.message, {**limit_headers(request), **exc.headers})
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         message = {404: "Not found", 405: "Method not allowed"}.get(exc.status_code, exc.detail)
-        return error_response(exc.status_code, message)
+        # Starlette's own headers too: a 405 names the allowed methods in `Allow`.
+        headers = {**(exc.headers or {}), **limit_headers(request)}
+        return error_response(exc.status_code, message, headers)
 
     async def _unexpected(self, request: Request, exc: Exception) -> Response:
         request_id = uuid.uuid4().hex[:12]
         logger.exception("request %s failed", request_id, exc_info=exc)
         return JSONResponse(
-            {"error": "Server error: please retry", "requestId": request_id}, status_code=500
+            {"error": "Server error: please retry", "requestId": request_id},
+            status_code=500,
+            headers=limit_headers(request),
         )
 
     # -- routes -------------------------------------------------------------------------------
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"healthy": True, "status": "ok"})
+        if self.config.mode == "shared":
+            return JSONResponse({"healthy": True, "status": "ok"})
+        # A dedicated endpoint is healthy when its model answers; latencyMs is that round trip.
+        started = time.perf_counter()
+        try:
+            info = await model_calls.describe(self.model, None, self.config.model_timeout_s)
+        except ApiError as exc:
+            return JSONResponse(
+                {
+                    "healthy": False,
+                    "status": exc.message,
+                    "latencyMs": None,
+                    "model": self.config.model_id,
+                    "task": None,
+                },
+                status_code=503,
+            )
+        return JSONResponse(
+            {
+                "healthy": True,
+                "status": "ready",
+                "latencyMs": round((time.perf_counter() - started) * 1000, 2),
+                "model": self.config.model_id,
+                "task": info["task"],
+            }
+        )
+
+    async def info(self, request: Request) -> Response:
+        self.keys.authenticate(request.headers.get("authorization"))
+        info = await model_calls.describe(self.model, None, self.config.model_timeout_s)
+        return JSONResponse(
+            {
+                "name": self.config.endpoint_name,
+                "model": self.config.model_id,
+                "file": info["model"],
+                "task": info["task"],
+                "names": info["names"],
+                "imgsz": info["imgsz"],
+                "device": info["device"],
+            }
+        )
+
+    async def api_description(self, request: Request) -> Response:
+        # Serve mounts an app under its route prefix (root_path): that is the document's server.
+        root = request.scope.get("root_path", "")
+        if root not in self._openapi:
+            self._openapi[root] = openapi.document(
+                self.config.mode,
+                server_url=root,
+                endpoint=self.config.endpoint_name,
+                model=self.config.model_id,
+                models=list(self.registry),
+                max_upload_mb=self.config.max_upload_mb,
+                rate_limit=self.config.rate_limit,
+                allow_url_sources=self.config.allow_url_sources,
+            )
+        return JSONResponse(self._openapi[root])
 
     async def list_models(self, request: Request) -> Response:
         key = self.keys.authenticate(request.headers.get("authorization"))
@@ -126,14 +226,28 @@ class Ingress:
 
     async def predict_shared(self, request: Request) -> Response:
         model_id = request.path_params["model_id"]
-        key = self.keys.authenticate(request.headers.get("authorization"))
-        spec = self._lookup(model_id, key)
-        return await self._predict(request, spec)
+        # Counted before anything else: a rejected request reads no upload and reaches no model,
+        # and 404s count too, so model IDs cannot be probed faster than the limit.
+        admission = await self.gate.admit(request.headers.get("authorization"))
+        attach_limit_headers(request, admission.headers)  # for error responses from here on
+        spec = self._lookup(model_id, admission.key)
+        response = await self._predict(request, spec)
+        response.headers.update(admission.headers)
+        return response
 
     async def predict_dedicated(self, request: Request) -> Response:
         self.keys.authenticate(request.headers.get("authorization"))
         assert self.config.model_id is not None
         return await self._predict(request, self.registry[self.config.model_id])
+
+    async def predict_forwarded(self, request: Request) -> Response:
+        """`/api/deployments/{owner}/{name}/predict`: the dedicated endpoint `name`, unlimited."""
+        self.keys.authenticate(request.headers.get("authorization"))
+        target = await self.endpoints.lookup(request.path_params["deployment"])
+        if target is None:
+            raise ApiError(404, "Deployment not found")
+        handle, model_id = target
+        return await self._predict(request, self.registry[model_id], handle)
 
     # -- the predict path ---------------------------------------------------------------------
     def _lookup(self, model_id: str, key: KeyRecord) -> ModelSpec:
@@ -143,13 +257,19 @@ class Ingress:
             raise model_not_found()
         return self.registry[model_id]
 
-    async def _predict(self, request: Request, spec: ModelSpec) -> Response:
+    async def _predict(
+        self, request: Request, spec: ModelSpec, handle: DeploymentHandle | None = None
+    ) -> Response:
         started = time.perf_counter()
-        upload = await read_upload(request, self.limit_bytes)
+        upload = await read_upload(request, self.limit_bytes, self.url_sources)
         params = parse_params(upload.fields, default_imgsz=spec.imgsz or 640)
         # Decoding is CPU work; keep it off the event loop so other requests keep flowing.
+        decode_started = time.perf_counter()
         image = await asyncio.to_thread(decode_image, upload.data)
-        prediction = await model_calls.predict(self.model, spec.id, image.array, params)
+        self.metrics.image_decoded(image.format, time.perf_counter() - decode_started)
+        prediction = await model_calls.predict(
+            handle or self.model, spec.id, image.array, params, self.config.model_timeout_s
+        )
         results = shape_results(prediction, image.shape, image.array.shape[:2], params)
         body = shape_response(
             results,
@@ -158,5 +278,7 @@ class Ingress:
             model_file=prediction["model"],
             versions=prediction["versions"],
             elapsed_s=time.perf_counter() - started,
+            # Fields the official SDK reads beside the spec's.
+            extra_metadata={"task": prediction["task"], "classNames": list(prediction["names"])},
         )
         return JSONResponse(body)

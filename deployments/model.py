@@ -12,13 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+import time
 from collections import defaultdict
 from typing import Any
 
 import numpy as np
+import ray
 from ray import serve
 
+from deployments.metrics import ModelMetrics
 from deployments.yolo import LoadedModel, library_versions, load_model, set_torch_threads
 from shared.registry import load_registry
 from shared.results import Prediction
@@ -28,13 +32,18 @@ logger = logging.getLogger("ray.serve")
 DEFAULT_BATCH = {"max_batch_size": 4, "batch_wait_timeout_s": 0.005}
 
 
-def _device(num_gpus: float) -> str:
-    if num_gpus > 0:
+def _replica_resources() -> tuple[str, int]:
+    """(device, torch threads) from what Ray assigned this replica."""
+    context = ray.get_runtime_context()
+    cpus = context.get_assigned_resources().get("CPU", 1)
+    device = "cpu"
+    if context.get_accelerator_ids().get("GPU"):
         import torch
 
+        # Ray sets CUDA_VISIBLE_DEVICES to the assigned GPU, which torch sees as device 0.
         if torch.cuda.is_available():
-            return "cuda:0"
-    return "cpu"
+            device = "cuda:0"
+    return device, max(1, math.ceil(cpus))
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=16)
@@ -46,16 +55,19 @@ class ModelServer:
         model_id: str | None = None,
         preload: list[str] | None = None,
         max_models_per_replica: int = 3,
-        num_gpus: float = 0,
         torch_threads: int | None = None,
+        backend: str = "torch",
     ):
         self.registry = load_registry(registry)
         self.fixed_model_id = model_id
-        self.device = _device(num_gpus)
+        self.device, threads = _replica_resources()
         self.versions = library_versions()
-        # Matched to the replica's CPU share (Ray sets OMP_NUM_THREADS from num_cpus).
-        self.threads = torch_threads or max(1, int(os.environ.get("OMP_NUM_THREADS", "1")))
+        # Matched to the replica's CPU share unless the config says otherwise.
+        self.threads = torch_threads or threads
+        self.backend = backend  # "torch" | "onnx": what runs the network (deployments/yolo.py)
         self.batch_sizes: dict[int, int] = defaultdict(int)
+        self.loads: list[str] = []  # every model load, in order (evictions show as reloads)
+        self.metrics = ModelMetrics()
 
         async def load(model_id: str) -> LoadedModel:
             return await asyncio.to_thread(self._load, model_id)
@@ -74,8 +86,10 @@ class ModelServer:
 
     def _load(self, model_id: str) -> LoadedModel:
         spec = self.registry[model_id]
-        loaded = load_model(spec, device=self.device)
+        loaded = load_model(spec, device=self.device, backend=self.backend, threads=self.threads)
         set_torch_threads(self.threads)
+        self.metrics.model_loaded(model_id, loaded.load_seconds)
+        self.loads.append(model_id)
         logger.info("loaded %s on %s in %.2fs", model_id, self.device, loaded.load_seconds)
         return loaded
 
@@ -86,19 +100,26 @@ class ModelServer:
         self._batched.set_batch_wait_timeout_s(float(merged["batch_wait_timeout_s"]))
         self.stack_batches = bool(merged.get("stack_batches", self.device != "cpu"))
 
-    async def model(self, model_id: str) -> LoadedModel:
-        if self._pinned is not None and model_id == self.fixed_model_id:
+    async def model(self, model_id: str | None) -> LoadedModel:
+        """The pinned model for a dedicated endpoint (None or its ID), else from the pool."""
+        if self._pinned is not None and model_id in (None, self.fixed_model_id):
             return self._pinned
+        if model_id is None:
+            raise ValueError("this replica serves a pool: name the model")
+        if model_id not in self.registry:
+            raise KeyError(model_id)
         return await self._get_model(model_id)
 
     async def predict(
         self, model_id: str, image: np.ndarray, conf: float, iou: float, imgsz: int
     ) -> Prediction:
-        return await self._batched((model_id, image, (conf, iou, imgsz)))
+        # The arrival time makes the batch's queue wait measurable.
+        return await self._batched((model_id, image, (conf, iou, imgsz), time.perf_counter()))
 
-    async def describe(self, model_id: str) -> dict[str, Any]:
+    async def describe(self, model_id: str | None) -> dict[str, Any]:
         loaded = await self.model(model_id)
         return {
+            "model_id": loaded.spec.id,
             "model": loaded.spec.file,
             "task": loaded.spec.task,
             "names": loaded.names,
@@ -108,21 +129,33 @@ class ModelServer:
         }
 
     def stats(self) -> dict[str, Any]:
+        """What this replica has done and how it is set, for tests and operators."""
         return {
             "batch_sizes": dict(self.batch_sizes),
+            "loads": list(self.loads),
+            "max_batch_size": self._batched._get_max_batch_size(),
+            "batch_wait_timeout_s": self._batched._get_batch_wait_timeout_s(),
+            "stack_batches": self.stack_batches,
             "device": self.device,
             "threads": self.threads,
+            "backend": self.backend,
+            "pid": os.getpid(),
         }
 
     @serve.batch(
         max_batch_size=DEFAULT_BATCH["max_batch_size"],
         batch_wait_timeout_s=DEFAULT_BATCH["batch_wait_timeout_s"],
     )
-    async def _batched(self, requests: list[tuple[str, np.ndarray, tuple]]) -> list[Prediction]:
+    async def _batched(
+        self, requests: list[tuple[str, np.ndarray, tuple, float]]
+    ) -> list[Prediction]:
         self.batch_sizes[len(requests)] += 1
+        self.metrics.batch_started(
+            (str(model_id or self.fixed_model_id), arrived) for model_id, _, _, arrived in requests
+        )
         # Requests that share a model and its arguments run together; others run apart.
         groups: dict[tuple, list[int]] = defaultdict(list)
-        for i, (model_id, _, args) in enumerate(requests):
+        for i, (model_id, _, args, _) in enumerate(requests):
             groups[(model_id, args)].append(i)
         out: list[Prediction | None] = [None] * len(requests)
         for (model_id, (conf, iou, imgsz)), indices in groups.items():
@@ -132,6 +165,7 @@ class ModelServer:
             for i, prediction in zip(indices, predictions, strict=True):
                 prediction["model"] = loaded.spec.file
                 prediction["versions"] = self.versions
+                self.metrics.image_timed(loaded.spec.id, prediction["speed"])
                 out[i] = prediction
         return out  # type: ignore[return-value]
 

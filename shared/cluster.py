@@ -133,8 +133,7 @@ def deploy(config: Path, ports: ClusterPorts) -> None:
     )
 
 
-def app_statuses(ports: ClusterPorts) -> dict[str, str]:
-    """Application name -> status, from the dashboard's Serve API ({} while unreachable)."""
+def _applications(ports: ClusterPorts) -> dict[str, dict]:
     try:
         with urllib.request.urlopen(
             f"{ports.dashboard_url}/api/serve/applications/", timeout=5
@@ -142,7 +141,18 @@ def app_statuses(ports: ClusterPorts) -> dict[str, str]:
             body = json.load(response)
     except (urllib.error.URLError, OSError, ValueError):
         return {}
-    return {name: app["status"] for name, app in (body.get("applications") or {}).items()}
+    return body.get("applications") or {}
+
+
+def running_replicas(ports: ClusterPorts, app: str, deployment: str) -> int:
+    """How many replicas of `app`'s `deployment` are RUNNING (0 while unknown)."""
+    info = _applications(ports).get(app, {}).get("deployments", {}).get(deployment, {})
+    return sum(1 for r in info.get("replicas", []) if r.get("state") == "RUNNING")
+
+
+def app_statuses(ports: ClusterPorts) -> dict[str, str]:
+    """Application name -> status, from the dashboard's Serve API ({} while unreachable)."""
+    return {name: app["status"] for name, app in _applications(ports).items()}
 
 
 def wait_running(ports: ClusterPorts, apps: list[str], timeout_s: float = 300) -> None:
@@ -151,7 +161,12 @@ def wait_running(ports: ClusterPorts, apps: list[str], timeout_s: float = 300) -
     while time.monotonic() < deadline:
         statuses = app_statuses(ports)
         if any(s == "DEPLOY_FAILED" for s in statuses.values()):
-            raise RuntimeError(f"deployment failed: {statuses}")
+            messages = {
+                name: app.get("message", "")[-2000:]
+                for name, app in _applications(ports).items()
+                if app["status"] == "DEPLOY_FAILED"
+            }
+            raise RuntimeError(f"deployment failed: {messages}")
         if all(statuses.get(a) == "RUNNING" for a in apps):
             return
         time.sleep(1)

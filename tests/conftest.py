@@ -21,6 +21,7 @@ from shared.registry import PROJECT_ROOT
 
 # Several test sessions (or a `make serve`) can share a machine: each picks its own port block.
 PORTS = cluster.ClusterPorts.block(int(os.environ.get("YOLO_TEST_PORT_BASE", "21000")))
+RATE_LIMIT_WINDOW_S = 10
 
 
 @dataclass
@@ -61,6 +62,13 @@ def test_config(keys_file: Path) -> dict:
     config["http_options"]["port"] = PORTS.http
     for app in config["applications"]:
         app.setdefault("args", {})["keys_file"] = str(keys_file)
+        if app["name"] == "shared":
+            # The real 20 per window, in a window short enough to watch roll; two ingress
+            # replicas, so that the limit is shown to hold across replicas.
+            app["args"]["rate_limit"] = {"requests": 20, "window_s": RATE_LIMIT_WINDOW_S}
+            for deployment in app["deployments"]:
+                if deployment["name"] == "Ingress":
+                    deployment["num_replicas"] = 2
     return config
 
 
@@ -68,7 +76,9 @@ def test_config(keys_file: Path) -> dict:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
     tmp = tmp_path_factory.mktemp("serve")
     keys_file = tmp / "keys.json"
-    key = keys.create_key(keys_file, "tests")
+    # The main test key is exempt in practice (its own high limit), so that tests sending many
+    # requests never see a 429; rate-limit tests make their own keys, which get the app's limit.
+    key = keys.create_key(keys_file, "tests", rate_limit=100_000)
     config = test_config(keys_file)
     config_path = tmp / "serve_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
@@ -80,6 +90,37 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
         yield Server(f"http://127.0.0.1:{PORTS.http}", key, keys_file, config, PORTS)
     finally:
         cluster.stop_owned_head(head)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "redeploys: changes the running cluster; runs last")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Tests that redeploy the shared cluster go last, so no other test sees them mid-change.
+    items.sort(key=lambda item: item.get_closest_marker("redeploys") is not None)
+
+
+@pytest.fixture(scope="session")
+def ray_driver(server: Server):
+    """A Ray driver connected to the test cluster, for asking replicas about themselves."""
+    import ray
+
+    ray.init(address=server.ports.address, logging_level="ERROR", log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def model_stats(ray_driver):
+    """app name -> the stats of its model deployment's replica (`ModelServer.stats`)."""
+    from ray import serve
+
+    def stats(app: str, deployment: str = "Model") -> dict:
+        handle = serve.get_deployment_handle(deployment, app_name=app)
+        return handle.stats.remote().result(timeout_s=30)
+
+    return stats
 
 
 @pytest.fixture(scope="session")
