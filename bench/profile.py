@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import signal
 import statistics
 import subprocess
 import tempfile
@@ -153,6 +154,10 @@ def _load_in_background(
     return thread, result
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", choices=("dedicated", "shared"), default="dedicated")
@@ -163,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--arg", action="append", default=[], metavar="KEY=YAML")
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results")
     args = parser.parse_args(argv)
+    # `kill` should still stop the Ray cluster this started.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     app_args = {}
     for item in args.arg:
         key, _, value = item.partition("=")

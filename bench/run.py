@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import signal
 import sys
 import tempfile
 import time
@@ -304,6 +305,10 @@ def _compare(body: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     for name, value in (
         ("RAY_USAGE_STATS_ENABLED", "0"),
@@ -312,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
         ("YOLO_CONFIG_DIR", "/tmp/yolo-endpoints/ultralytics"),
     ):
         os.environ.setdefault(name, value)
+    # `kill` (and a session's end) should still stop the servers and the Ray cluster we started.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     args = parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     bench = Bench(args)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import psutil
 import pytest
 
@@ -38,5 +40,11 @@ def test_verdict() -> None:
 
 
 def test_only_serve_processes_are_counted() -> None:
-    # This test process is no Serve process; nothing under it is either.
-    assert serve_processes(psutil.Process()) == {}
+    # A process with nothing of Ray's under it has no Serve processes. (Not this test process:
+    # in a full run the session's Ray cluster is a child of pytest.)
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        assert serve_processes(psutil.Process(child.pid)) == {}
+    finally:
+        child.kill()
+        child.wait()
