@@ -28,9 +28,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--backend", default="torch", choices=("torch", "onnx"))
     args = parser.parse_args()
 
-    loaded = load_model(load_registry()[args.model], device=args.device)
+    loaded = load_model(
+        load_registry()[args.model], device=args.device, backend=args.backend, threads=args.threads
+    )
     set_torch_threads(args.threads)
     images = [
         np.asarray(Image.open(example_image(n)).convert("RGB")) for n in ("bus.jpg", "zidane.jpg")
@@ -48,7 +51,7 @@ def main() -> None:
             for image in batch:
                 loaded.run([image], 0.25, 0.7, imgsz)
             timings["one-by-one"].append(time.perf_counter() - start)
-        row = {"imgsz": imgsz, "batch": args.batch}
+        row = {"backend": args.backend, "imgsz": imgsz, "batch": args.batch}
         for mode, values in timings.items():
             row[f"{mode} ms/img"] = round(statistics.median(values) * 1000 / args.batch, 1)
         rows.append(row)
