@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         from shared.serve_main import serve
 
-        return serve(Path(args.config), path, args.num_cpus)
+        return serve(Path(args.config), args.num_cpus)
     if args.action in ("create", "ensure"):
         if args.action == "ensure" and keys.read_store(path):
             return 0

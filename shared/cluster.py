@@ -69,13 +69,6 @@ def _head_args(ports: ClusterPorts, num_cpus: int) -> list[str]:
     ]
 
 
-def start_head(ports: ClusterPorts, num_cpus: int = 16) -> None:
-    """A detached head, as an operator would start one (`ray stop` ends it)."""
-    subprocess.run(
-        _head_args(ports, num_cpus), check=True, env=ray_env(), stdout=subprocess.DEVNULL
-    )
-
-
 def start_owned_head(ports: ClusterPorts, num_cpus: int = 16) -> subprocess.Popen:
     """A head that lives exactly as long as the returned process (`stop_owned_head` ends it).
 
@@ -112,16 +105,6 @@ def _dashboard_up(ports: ClusterPorts) -> bool:
             return True
     except (urllib.error.URLError, OSError):
         return False
-
-
-def stop_cluster() -> None:
-    subprocess.run(
-        [str(BIN / "ray"), "stop", "--force"],
-        env=ray_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=False,
-    )
 
 
 def deploy(config: Path, ports: ClusterPorts) -> None:

@@ -10,7 +10,7 @@ import yaml
 
 from shared import cluster, keys, weights
 from shared.assets import example_image
-from shared.registry import load_registry
+from shared.registry import PROJECT_ROOT, load_registry
 
 
 def _curl_example(base: str, key: str, model: str) -> str:
@@ -22,19 +22,29 @@ def _curl_example(base: str, key: str, model: str) -> str:
     )
 
 
-def serve(config_path: Path, keys_path: Path, num_cpus: int) -> int:
+def _keys_file(config: dict) -> Path:
+    """The key store the served config names (the shared app's), as the replicas resolve it."""
+    for app in config["applications"]:
+        if app.get("args", {}).get("keys_file"):
+            path = Path(app["args"]["keys_file"])
+            return path if path.is_absolute() else PROJECT_ROOT / path
+    return PROJECT_ROOT / ".keys" / "keys.json"
+
+
+def serve(config_path: Path, num_cpus: int) -> int:
     weights.fetch(load_registry().values())
+    config = yaml.safe_load(config_path.read_text())
+    keys_path = _keys_file(config)
     new_key = None
     if not keys.read_store(keys_path):
         new_key = keys.create_key(keys_path, "default")
-    config = yaml.safe_load(config_path.read_text())
     http = config.get("http_options", {})
     ports = cluster.ClusterPorts(http=int(http.get("port", 8000)))
     base = f"http://{http.get('host', '127.0.0.1')}:{ports.http}"
     apps = [a["name"] for a in config["applications"]]
 
-    cluster.stop_cluster()
-    cluster.start_head(ports, num_cpus=num_cpus)
+    # A head owned by this process: stopping it touches no other Ray cluster on the machine.
+    head = cluster.start_owned_head(ports, num_cpus=num_cpus)
     runner = subprocess.Popen(
         [str(cluster.BIN / "serve"), "run", str(config_path), "--address", ports.address],
         env=cluster.ray_env(),
@@ -42,11 +52,11 @@ def serve(config_path: Path, keys_path: Path, num_cpus: int) -> int:
     try:
         cluster.wait_running(ports, apps)
         print("\nYOLO Endpoints is up:")
-        print(f"  Predict page     {base}/")
+        print(f"  Predict page          {base}/")
         for app in config["applications"]:
             if app["route_prefix"] != "/":
-                print(f"  endpoint {app['name']:<8}{base}{app['route_prefix']}/")
-        print(f"  Ray metrics      http://127.0.0.1:{ports.metrics}/metrics")
+                print(f"  endpoint {app['name']:<12} {base}{app['route_prefix']}/")
+        print(f"  Ray metrics           http://127.0.0.1:{ports.metrics}/metrics")
         if new_key:
             print(f"\nCreated the first API key (shown once, stored hashed in {keys_path}):")
             print(f"  {new_key}")
@@ -60,4 +70,4 @@ def serve(config_path: Path, keys_path: Path, num_cpus: int) -> int:
     finally:
         if runner.poll() is None:
             runner.terminate()
-        cluster.stop_cluster()
+        cluster.stop_owned_head(head)
