@@ -187,14 +187,22 @@ async def soak(args: argparse.Namespace, key: str) -> dict:
     await _drive(url, headers, upload, args.concurrency, args.warmup_s, None)
     start = serve_processes(root)
     tally = Tally()
-    samples: list[tuple[float, float]] = []  # (minutes in, total Serve RSS MB)
+    # Every `--sample-s`: minutes in, and each Serve process's RSS (MB), so that a reader can tell
+    # a high-water mark reached early from growth that goes on.
+    samples: list[dict] = []
     began = time.monotonic()
     duration_s = args.minutes * 60
 
     async def sample() -> None:
         while (elapsed := time.monotonic() - began) < duration_s:
-            total = sum(rss for _, rss in serve_processes(root).values()) / MB
-            samples.append((round(elapsed / 60, 2), round(total, 1)))
+            now = serve_processes(root)
+            total = sum(rss for _, rss in now.values()) / MB
+            samples.append(
+                {
+                    "minute": round(elapsed / 60, 2),
+                    "rss_mb": {pid: round(rss / MB, 1) for pid, (_, rss) in now.items()},
+                }
+            )
             print(
                 f"  {elapsed / 60:5.1f} min  Serve RSS {total:8.1f} MB  "
                 f"answers {sum(tally.statuses.values())}  unexpected {tally.unexpected}",
@@ -229,7 +237,11 @@ async def soak(args: argparse.Namespace, key: str) -> dict:
             "max": round(max(lat, default=0) * 1000, 1),
         },
         "processes": [
-            {**asdict(r), "growth_pct": None if r.growth is None else round(r.growth * 100, 2)}
+            {
+                **asdict(r),
+                "growth_pct": None if r.growth is None else round(r.growth * 100, 2),
+                "mid_mb": _midway(samples, r.pid),
+            }
             for r in rows
         ],
         "appeared": [{"pid": pid, "title": title} for pid, title in new],
@@ -241,17 +253,28 @@ async def soak(args: argparse.Namespace, key: str) -> dict:
     }
 
 
+def _midway(samples: list[dict], pid: int) -> float | None:
+    """The process's RSS at the sample half-way through the soak."""
+    if not samples:
+        return None
+    return samples[len(samples) // 2]["rss_mb"].get(pid)
+
+
 def _print(report: dict) -> None:
     print(
         f"\n{report['answers']} answers in {report['minutes']:g} min "
         f"({report['requests_per_s']} req/s), statuses {report['statuses']}, "
         f"latency {report['latency_ms']}"
     )
-    print(f"{'process':<44} {'pid':>7} {'start MB':>9} {'end MB':>9} {'growth':>8}")
+    print(f"{'process':<44} {'pid':>7} {'start MB':>9} {'midway':>9} {'end MB':>9} {'growth':>8}")
     for p in report["processes"]:
         end = "gone" if p["end_mb"] is None else f"{p['end_mb']:.1f}"
+        mid = "" if p["mid_mb"] is None else f"{p['mid_mb']:.1f}"
         growth = "" if p["growth_pct"] is None else f"{p['growth_pct']:+.2f}%"
-        print(f"{p['title'][:44]:<44} {p['pid']:>7} {p['start_mb']:>9.1f} {end:>9} {growth:>8}")
+        print(
+            f"{p['title'][:44]:<44} {p['pid']:>7} {p['start_mb']:>9.1f} {mid:>9} {end:>9} "
+            f"{growth:>8}"
+        )
     for p in report["appeared"]:
         print(f"{p['title'][:44]:<44} {p['pid']:>7} {'(new)':>9}")
     print("PASS" if report["ok"] else "FAIL: " + "; ".join(report["reasons"]))
