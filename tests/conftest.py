@@ -8,6 +8,7 @@ sleep for minutes.
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -83,13 +84,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
     config_path = tmp / "serve_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    head = cluster.start_owned_head(PORTS)
+    head = _start_and_deploy(config_path, config)
     try:
-        cluster.deploy(config_path, PORTS)
-        cluster.wait_running(PORTS, [a["name"] for a in config["applications"]])
         yield Server(f"http://127.0.0.1:{PORTS.http}", key, keys_file, config, PORTS)
     finally:
         cluster.stop_owned_head(head)
+
+
+def _start_and_deploy(config_path: Path, config: dict):
+    """A running cluster with the test config deployed, trying a fresh head once more if the
+    first one is lost while starting (seen once on a machine saturated by another cluster)."""
+    for attempt in (1, 2):
+        head = cluster.start_owned_head(PORTS)
+        try:
+            cluster.deploy(config_path, PORTS)
+            cluster.wait_running(PORTS, [a["name"] for a in config["applications"]])
+            return head
+        except (subprocess.CalledProcessError, RuntimeError, TimeoutError):
+            cluster.stop_owned_head(head)
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
 
 
 def pytest_configure(config: pytest.Config) -> None:
