@@ -44,12 +44,31 @@ class ClusterPorts:
         return f"http://127.0.0.1:{self.dashboard}"
 
 
+# Ray Serve's own settings for a short request path (some of those RAY_SERVE_THROUGHPUT_OPTIMIZED
+# turns on): user code and the handle's router on the replica's own event loop instead of one
+# thread each, and Serve's log lines (one per request per process) written to their files under
+# the session's logs/serve/ only, not also to stderr, from where Ray's log monitor would ship
+# every line to the driver. Read at import by every Serve process (the proxy too), so they go
+# in the cluster's environment, and again in serve_config.yaml's runtime_env for clusters this
+# project did not start. bench/README.md has the before and after.
+SERVE_FAST_PATH_ENV = {
+    "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
+    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
+    "RAY_SERVE_LOG_TO_STDERR": "0",
+}
+
+
 def ray_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env.setdefault("YOLO_OFFLINE", "1")
     env.setdefault("YOLO_AUTOINSTALL", "0")
     env.setdefault("YOLO_CONFIG_DIR", "/tmp/yolo-endpoints/ultralytics")
+    # Ray 2.60 turns token auth on by itself when ~/.ray/auth_token exists (any earlier
+    # `ray.init()` may have written one); an owned local head stays as configured unless the
+    # user asks for auth explicitly.
+    env.setdefault("RAY_AUTH_MODE", "disabled")
+    env.update({k: v for k, v in SERVE_FAST_PATH_ENV.items() if k not in env})
     return env
 
 
@@ -85,6 +104,7 @@ def start_owned_head(ports: ClusterPorts, num_cpus: int = 16) -> subprocess.Pope
     deadline = time.monotonic() + 120
     while not _dashboard_up(ports):
         if process.poll() is not None or time.monotonic() > deadline:
+            stop_owned_head(process)  # never leave a half-started head holding the ports
             raise RuntimeError(f"ray head on port {ports.gcs} did not start")
         time.sleep(0.5)
     return process
@@ -103,6 +123,8 @@ def _dashboard_up(ports: ClusterPorts) -> bool:
     try:
         with urllib.request.urlopen(f"{ports.dashboard_url}/api/version", timeout=2):
             return True
+    except urllib.error.HTTPError:
+        return True  # it answers (e.g. 401 under token auth): it is up
     except (urllib.error.URLError, OSError):
         return False
 
