@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from shared.errors import ApiError
-from shared.images import MAX_PIXELS, decode_image, is_dng
+from shared.images import MAX_PIXELS, decode_image, draft_factor, is_dng
 from tests.samples import (
     MODE_VARIANTS,
     VARIANTS,
@@ -178,7 +178,7 @@ def test_draft_decodes_a_large_jpeg_at_reduced_size(big_jpeg: bytes) -> None:
     assert image.scale == (4.0, 4.0)
     assert decode_image(big_jpeg, target_size=1280).array.shape == (2160, 1620, 3)
     assert decode_image(big_jpeg).array.shape == (4320, 3240, 3)
-    # Not worth it under 2x, and never for formats without draft support.
+    # Not for images under DRAFT_MIN_PIXELS, and never for formats without draft support.
     assert decode_image(bus_jpeg(), target_size=640).scale == (1.0, 1.0)
     assert decode_image(encode(bus_rgb(), "PNG"), target_size=64).scale == (1.0, 1.0)
 
@@ -206,3 +206,22 @@ def test_draft_decoded_detections_equal_full_decoding(big_jpeg: bytes) -> None:
     tolerance = 0.005 * 4320  # half a percent of the longer side: 5 px at imgsz 640
     assert np.abs(full_xyxy - draft_xyxy).max() < tolerance
     assert np.abs(full_conf - draft_conf).max() < 0.03
+
+
+def test_draft_factor_keeps_one_and_a_half_times_the_model_size() -> None:
+    assert draft_factor(4032, 3024, 640) == 4  # 1008 >= 960; 1/8 would leave 504
+    assert draft_factor(1280, 720, 640) == 1  # zidane.jpg at 640: decoded whole
+    assert draft_factor(810, 1080, 32) == 1  # under 4 MP: always decoded whole
+    assert draft_factor(2400, 1800, 320) == 4  # 4.3 MP at 320: 600 >= 480
+    assert draft_factor(4032, 3024, 640, side="short") == 2  # 1512 >= 960 on the short side
+    assert draft_factor(4032, 3024, None) == 1
+    assert draft_factor(9000, 9000, 32) == 8  # never past libjpeg's smallest scale
+
+
+def test_classification_drafts_by_the_shorter_side() -> None:
+    wide = encode(bus_rgb().rotate(90, expand=True).resize((4320, 1620)), "JPEG")
+    image = decode_image(wide, target_size=224, target_side="short")
+    assert min(image.array.shape[:2]) >= 1.5 * 224
+    assert image.shape == (1620, 4320)
+    by_long_side = decode_image(wide, target_size=224)
+    assert by_long_side.array.shape[0] < image.array.shape[0]
