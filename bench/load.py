@@ -125,10 +125,19 @@ async def fetch_json(
     url: str, headers: dict[str, str], upload: Upload, session: aiohttp.ClientSession | None = None
 ) -> tuple[int, dict]:
     """One request whose answer is read (on `session`'s open connection when given)."""
+    status, _, body = await fetch(url, headers, upload, session)
+    return status, body
+
+
+async def fetch(
+    url: str, headers: dict[str, str], upload: Upload, session: aiohttp.ClientSession | None = None
+) -> tuple[int, dict[str, str], dict]:
+    """Like fetch_json, with the response headers too."""
     if session is None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as own:
-            return await fetch_json(url, headers, upload, own)
+            return await fetch(url, headers, upload, own)
     async with session.post(
         url, data=upload.body, headers={**headers, "Content-Type": upload.content_type}
     ) as response:
-        return response.status, await response.json(content_type=None)
+        body = await response.json(content_type=None)
+        return response.status, dict(response.headers), body

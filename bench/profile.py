@@ -31,6 +31,7 @@ from bench.servers import RayServe
 from shared import cluster
 from shared.assets import EXAMPLES, example_image
 from shared.registry import PROJECT_ROOT
+from shared.timing import parse_server_timing
 
 # Function names whose inclusive share is reported: the steps of the request path.
 STEPS = {
@@ -106,33 +107,48 @@ def _pids(head_pid: int, app: str, model_deployment: str) -> dict[str, int]:
 async def breakdown(
     url: str, headers: dict[str, str], uploads: list[load.Upload], n: int = 40
 ) -> dict[str, list[float]]:
-    """One request at a time: the client's latency split by what the server reports.
+    """One request at a time: the client's latency split by the ingress' `Server-Timing`.
 
-    `metadata.functionTimeCall` is the ingress' own time (upload read to response body), and
-    `speed` the model's preprocess + inference + postprocess; what is left over is the HTTP
-    proxy (client side) and decode + handle round trip + batching (ingress side).
+    The ingress times its phases (upload read, decode, the model call, the JSON answer) and the
+    model's own work (Ultralytics' preprocess + inference + postprocess, `speed`); the client's
+    latency beyond the ingress' total is the HTTP proxy and the hop to the ingress.
     """
     parts: dict[str, list[float]] = collections.defaultdict(list)
     async with aiohttp.ClientSession() as session:
         for i in range(n):
             started = time.perf_counter()
-            status, body = await load.fetch_json(url, headers, uploads[i % len(uploads)], session)
-            _split(parts, (time.perf_counter() - started) * 1000, status, body)
+            status, response_headers, body = await load.fetch(
+                url, headers, uploads[i % len(uploads)], session
+            )
+            _split(parts, (time.perf_counter() - started) * 1000, status, response_headers, body)
     return parts
 
 
-def _split(parts: dict[str, list[float]], total: float, status: int, body: dict) -> None:
+def _split(
+    parts: dict[str, list[float]],
+    total: float,
+    status: int,
+    headers: dict[str, str],
+    body: dict,
+) -> None:
     if status != 200:
         raise RuntimeError(f"HTTP {status}: {body}")
-    ingress = body["metadata"]["functionTimeCall"] * 1000
+    timing = parse_server_timing(headers.get("Server-Timing", ""))
     speed = body["images"][0]["speed"]
     parts["client total"].append(total)
-    parts["outside the ingress (proxy, HTTP)"].append(total - ingress)
-    parts["ingress, outside the model (decode, handle, queue)"].append(
-        ingress - sum(speed.values())
+    parts["proxy and HTTP (client total - ingress total)"].append(total - timing["total"])
+    parts["ingress: upload read and parameters"].append(timing["upload"])
+    parts["ingress: decode"].append(timing["decode"])
+    parts["model call outside the replica (handle, router, array transfer)"].append(
+        timing["model"] - timing["replica"]
+    )
+    parts["model replica: batch queue"].append(timing["queue"])
+    parts["model replica: beyond queue and model (threads, batching, BGR)"].append(
+        timing["replica"] - timing["queue"] - timing["inference"]
     )
     for key, value in speed.items():
         parts[f"model {key}"].append(value)
+    parts["ingress: results and JSON"].append(timing["respond"])
 
 
 def print_breakdown(parts: dict[str, list[float]]) -> None:

@@ -150,6 +150,7 @@ class ModelServer:
         self, requests: list[tuple[str, np.ndarray, tuple, float]]
     ) -> list[Prediction]:
         self.batch_sizes[len(requests)] += 1
+        batch_started = time.perf_counter()
         self.metrics.batch_started(
             (str(model_id or self.fixed_model_id), arrived) for model_id, _, _, arrived in requests
         )
@@ -167,6 +168,15 @@ class ModelServer:
                 prediction["versions"] = self.versions
                 self.metrics.image_timed(loaded.spec.id, prediction["speed"])
                 out[i] = prediction
+        # Time in this replica, for the ingress' Server-Timing: waiting for the batch to start,
+        # and arrival to the whole batch done (one-by-one batches finish together).
+        done = time.perf_counter()
+        for prediction, (_, _, _, arrived) in zip(out, requests, strict=True):
+            assert prediction is not None
+            prediction["timing"] = {
+                "queue": (batch_started - arrived) * 1000,
+                "replica": (done - arrived) * 1000,
+            }
         return out  # type: ignore[return-value]
 
     def _infer(

@@ -26,6 +26,7 @@ class Prediction(TypedDict, total=False):
     obb: np.ndarray  # (N, 4, 2) corner points
     top5: list[tuple[int, float]]  # classify: (class, confidence), highest first
     speed: dict[str, float]  # ms, measured in the model replica
+    timing: dict[str, float]  # ms in the model replica: "queue" (batch wait), "replica" (all)
 
 
 def _scaled(

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.oracle import assert_matches_oracle
+from shared.timing import parse_server_timing
+from tests.oracle import assert_matches_oracle, oracle
 
 
 def test_response_has_the_spec_fields(server, bus: Path) -> None:
@@ -76,3 +77,44 @@ def test_unknown_model_is_404(server, bus: Path) -> None:
     response = server.predict("no-such-model", bus)
     assert response.status_code == 404
     assert response.json() == {"error": "Model not found"}
+
+
+def test_a_large_photo_is_decoded_reduced_with_full_decode_detections(
+    server, bus: Path, tmp_path: Path
+) -> None:
+    """A 14 MP JPEG decodes at 1/4 scale in the ingress; boxes come back in the original's
+    pixels and agree with Ultralytics on the full-size decode."""
+    import cv2
+    from PIL import Image
+
+    photo = tmp_path / "photo.jpg"
+    with Image.open(bus) as small:
+        small.resize((3240, 4320), Image.Resampling.LANCZOS).save(photo, quality=92)
+    response = server.predict("", photo, prefix="/endpoints/yolo26n", imgsz=640)
+    assert response.status_code == 200, response.text
+    image = response.json()["images"][0]
+    assert image["shape"] == [4320, 3240]
+    expected = oracle("yolo26n", cv2.imread(str(photo)), imgsz=640, conf=0.25, iou=0.7).boxes
+    got = image["results"]
+    assert [r["class"] for r in got] == expected.cls.int().tolist()
+    assert len(got) >= 4
+    tolerance = 0.005 * 4320  # half a percent of the longer side
+    for result, xyxy, conf in zip(got, expected.xyxy.tolist(), expected.conf.tolist(), strict=True):
+        box = [result["box"][k] for k in ("x1", "y1", "x2", "y2")]
+        assert max(abs(a - b) for a, b in zip(box, xyxy, strict=True)) < tolerance, (box, xyxy)
+        assert abs(result["confidence"] - conf) < 0.03
+
+
+def test_server_timing_splits_the_request(server, bus: Path) -> None:
+    response = server.predict("", bus, prefix="/endpoints/yolo26n")
+    assert response.status_code == 200, response.text
+    timing = parse_server_timing(response.headers["Server-Timing"])
+    assert list(timing) == [
+        "upload", "decode", "model", "respond", "replica", "queue", "inference", "total"
+    ]  # fmt: skip
+    speed = response.json()["images"][0]["speed"]
+    assert timing["inference"] == pytest.approx(sum(speed.values()), abs=0.1)
+    # Each part lies within the part that holds it (to the header's rounding, 0.1 ms).
+    assert timing["inference"] + timing["queue"] <= timing["replica"] + 0.2
+    assert timing["replica"] <= timing["model"] + 0.1
+    assert timing["upload"] + timing["decode"] + timing["model"] <= timing["total"] + 0.2

@@ -1,0 +1,49 @@
+"""Where one request's time went, as a `Server-Timing` header.
+
+Browsers' developer tools chart the header; the benchmark reads it to split a request's latency
+between the upload, the decode, the trip to the model replica and the model's own work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+
+class PhaseTimer:
+    """Consecutive phases of one request, each timed from the end of the one before."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self._last = self.started
+        self.phases: dict[str, float] = {}  # name -> seconds, in order
+
+    def mark(self, name: str) -> float:
+        """End the phase `name` now; returns its seconds."""
+        now = time.perf_counter()
+        self.phases[name] = now - self._last
+        self._last = now
+        return self.phases[name]
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def header(self, **extra_ms: float) -> str:
+        """`name;dur=ms` per phase, then `extra_ms` (times measured elsewhere), then `total`."""
+        entries = {name: seconds * 1000 for name, seconds in self.phases.items()}
+        entries.update(extra_ms)
+        entries["total"] = self.elapsed() * 1000
+        return ", ".join(f"{name};dur={ms:.1f}" for name, ms in entries.items())
+
+
+def parse_server_timing(header: str) -> dict[str, float]:
+    """`a;dur=1.5, b;dur=2` -> {"a": 1.5, "b": 2.0}; entries without a duration are skipped."""
+    out: dict[str, float] = {}
+    for entry in header.split(","):
+        name, *params = (part.strip() for part in entry.split(";"))
+        for param in params:
+            key, _, value = param.partition("=")
+            if key == "dur" and name:
+                with contextlib.suppress(ValueError):  # a malformed entry is not worth failing
+                    out[name] = float(value)
+    return out
