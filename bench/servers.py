@@ -29,7 +29,7 @@ from shared.registry import PROJECT_ROOT
 # measured, and an idle replica still costs memory). The shared rate limit stays the real one:
 # the bench key carries its own high per-key limit instead (`keys.create_key(rate_limit=...)`).
 BENCH_OVERRIDES: dict[str, dict[str, Any]] = {
-    "yolo26n": {"autoscaling": None, "num_replicas": 1},
+    "yolo26n": {"autoscaling": None, "num_replicas": 2},
 }
 BENCH_APPS = ("shared", "yolo26n")
 BENCH_KEY_LIMIT = 1_000_000_000
@@ -136,6 +136,12 @@ def bench_serve_config(
         app.setdefault("args", {})["keys_file"] = str(keys_file)
         app["args"].update(BENCH_OVERRIDES.get(app["name"], {}))
         app["args"].update(app_args or {})
+        if "batching" in (app_args or {}):
+            # A deployment's user_config in the file wins over the one the builder derives from
+            # `batching`, so the override goes there too.
+            for deployment in app.get("deployments", []):
+                if "user_config" in deployment:
+                    deployment["user_config"] = dict(app_args["batching"])
     return config
 
 

@@ -70,6 +70,13 @@ def test_config(keys_file: Path) -> dict:
             for deployment in app["deployments"]:
                 if deployment["name"] == "Ingress":
                     deployment["num_replicas"] = 2
+        if app["name"] == "yolo26n":
+            # The CPU default forms no batches (a batch closes as its first request arrives,
+            # after batch_wait_timeout_s: 0); a GPU-style window lets the batching tests see
+            # concurrent requests grouped.
+            for deployment in app["deployments"]:
+                if deployment["name"] == "Model":
+                    deployment["user_config"] = {"max_batch_size": 4, "batch_wait_timeout_s": 0.02}
     return config
 
 

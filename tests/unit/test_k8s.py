@@ -363,7 +363,13 @@ def test_app_args_other_than_the_overrides_are_unchanged() -> None:
         mine = {k: v for k, v in app["args"].items() if k not in overridden}
         theirs = {k: v for k, v in local[app["name"]]["args"].items() if k not in overridden}
         assert mine == theirs
-        assert app.get("deployments") == local[app["name"]].get("deployments")
+        # Deployments are the same but for GPU batching, where a model's user_config is set.
+        gpu_batching = generator().GPU_BATCHING
+        expected = [
+            {**d, "user_config": gpu_batching} if "user_config" in d else d
+            for d in local[app["name"]].get("deployments", [])
+        ]
+        assert app.get("deployments", []) == expected
 
 
 # -- the image -------------------------------------------------------------------------------
