@@ -63,7 +63,12 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {row['target']} | {row['value']:.3f} | {row['bound']} | {met} "
                 f"| {row['detail']} |"
             )
-    for title, key in (("Notes", "notes"), ("Detections check", "agreement")):
+    sections = (
+        ("Large photos", "large photos"),
+        ("Notes", "notes"),
+        ("Detections check", "agreement"),
+    )
+    for title, key in sections:
         if report.get(key):
             lines += ["", f"## {title}", ""]
             lines += [f"- {k}: {v}" for k, v in report[key].items()]

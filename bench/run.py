@@ -36,7 +36,7 @@ from typing import Any
 import psutil
 import yaml
 
-from bench import load, report
+from bench import large_photos, load, report
 from bench.procmon import TreeMonitor
 from bench.servers import BENCH_OVERRIDES, PlainServer, RawWorker, RayServe, machine_load
 from bench.stats import evaluate_targets, median_of_runs, summarize_level
@@ -99,6 +99,7 @@ class Bench:
         self.images = [example_image(name) for name in EXAMPLES]
         fields = {"conf": "0.25", "iou": "0.7", "imgsz": str(args.imgsz)}
         self.uploads = [load.Upload.build(p.name, p.read_bytes(), fields) for p in self.images]
+        self.large: dict[str, Any] | None = None  # bench/large_photos.py, after the Ray levels
         self.runs: dict[str, dict[int, list[dict[str, Any]]]] = defaultdict(
             lambda: defaultdict(list)
         )
@@ -205,6 +206,11 @@ class Bench:
             for repeat in range(self.args.repeats) if ray else ():
                 self.log(f"run {repeat + 1}/{self.args.repeats} on Ray Serve")
                 self._round(None, None, ray)
+            if ray and "dedicated" in self.args.targets:
+                self.large = large_photos.measure(
+                    self.ray_urls["dedicated"], self.ray_headers, self.args.imgsz
+                )
+                self.log(f"large photos: {self.large['target']['detail']}")
 
     def _start_ray(self, stack: contextlib.ExitStack) -> RayServe | None:
         if not {"shared", "dedicated"} & set(self.args.targets):
@@ -250,6 +256,8 @@ class Bench:
             for target, levels in self.runs.items()
         }
         targets = evaluate_targets(median)
+        if self.large:
+            targets.append(self.large["target"])
         if "raw-arrays" in median:
             targets += [
                 {**row, "target": row["target"] + " (model alone)"}
@@ -286,6 +294,7 @@ class Bench:
             "targets": targets,
             "notes": self.notes,
             "agreement": self.agreement,
+            "large photos": self.large,
         }
 
 
