@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 from pathlib import Path
@@ -31,7 +32,17 @@ def _keys_file(config: dict) -> Path:
     return PROJECT_ROOT / ".keys" / "keys.json"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def serve(config_path: Path, num_cpus: int) -> int:
+    # `kill`, `docker stop` and systemd send SIGTERM: shut down as Ctrl-C does, head included.
+    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
     weights.fetch(load_registry().values())
     config = yaml.safe_load(config_path.read_text())
     keys_path = _keys_file(config)
@@ -48,6 +59,9 @@ def serve(config_path: Path, num_cpus: int) -> int:
     runner = subprocess.Popen(
         [str(cluster.BIN / "serve"), "run", str(config_path), "--address", ports.address],
         env=cluster.ray_env(),
+        # Started from a background job, this process inherits SIGINT ignored; `serve run`
+        # must still stop on the SIGINT sent to it below.
+        preexec_fn=_default_sigint,
     )
     try:
         cluster.wait_running(ports, apps)
@@ -65,7 +79,8 @@ def serve(config_path: Path, num_cpus: int) -> int:
         return runner.wait()
     except KeyboardInterrupt:
         runner.send_signal(signal.SIGINT)
-        runner.wait(timeout=30)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            runner.wait(timeout=30)  # past that, terminated below
         return 0
     finally:
         if runner.poll() is None:
