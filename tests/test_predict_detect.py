@@ -117,4 +117,4 @@ def test_server_timing_splits_the_request(server, bus: Path) -> None:
     # Each part lies within the part that holds it (to the header's rounding, 0.1 ms).
     assert timing["inference"] + timing["queue"] <= timing["replica"] + 0.2
     assert timing["replica"] <= timing["model"] + 0.1
-    assert timing["upload"] + timing["decode"] + timing["model"] <= timing["total"] + 0.2
+    assert timing["upload"] + timing["decode"] + timing["model"] <= timing["total"] + 0.3

@@ -13,7 +13,8 @@ def test_phases_are_consecutive_and_the_header_round_trips() -> None:
     parsed = parse_server_timing(timer.header(inference=12.345))
     assert list(parsed) == ["upload", "decode", "inference", "total"]
     assert parsed["inference"] == 12.3
-    assert parsed["total"] >= parsed["upload"] + parsed["decode"]
+    # Each entry is rounded to 0.1 ms on its own.
+    assert parsed["total"] >= parsed["upload"] + parsed["decode"] - 0.1
 
 
 def test_parse_skips_entries_without_a_duration() -> None:
