@@ -295,10 +295,10 @@ class Ingress:
         timer.mark("respond")
         # Within `model`: `replica`, the time in the model replica, of which `queue` waiting for
         # a batch and `inference` the model's own pre-process, inference and post-process.
-        replica = prediction.get("timing", {})
+        replica = prediction["timing"]
         response.headers["Server-Timing"] = timer.header(
-            replica=replica.get("replica", 0.0),
-            queue=replica.get("queue", 0.0),
+            replica=replica["replica"],
+            queue=replica["queue"],
             inference=sum(prediction["speed"].values()),
         )
         return response

@@ -68,7 +68,8 @@ def ray_env() -> dict[str, str]:
     # `ray.init()` may have written one); an owned local head stays as configured unless the
     # user asks for auth explicitly.
     env.setdefault("RAY_AUTH_MODE", "disabled")
-    env.update({k: v for k, v in SERVE_FAST_PATH_ENV.items() if k not in env})
+    for name, value in SERVE_FAST_PATH_ENV.items():
+        env.setdefault(name, value)
     return env
 
 

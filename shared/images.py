@@ -9,9 +9,9 @@ it: EXIF orientation applied, alpha dropped (not composited), 16-bit samples red
 high byte. DNG is developed with LibRaw (`rawpy`), which Pillow and OpenCV cannot do.
 
 Pillow reads every header (format allowlist, pixel limit, orientation) without decoding pixels.
-A complete JPEG, the common case, is then decoded by OpenCV's libjpeg-turbo: 3.5 ms for bus.jpg
-against Pillow's 10 ms here, with libjpeg's reduced-size decoding for large photos, and exactly
-the pixels `cv2.imread` gives Ultralytics.
+A complete JPEG, the common case, is then decoded by OpenCV's libjpeg-turbo (`decode_image` on
+bus.jpg: 4.7 ms against Pillow's 10.3 ms here), with libjpeg's reduced-size decoding for large
+photos, and exactly the pixels `cv2.imread` gives Ultralytics.
 """
 
 from __future__ import annotations

@@ -20,13 +20,11 @@ import os
 import pickle
 import re
 import signal
-import threading
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,6 +36,7 @@ from shared import cluster, keys
 from shared.registry import load_registry
 from tests.faults import DEPLOYMENT as STALLING_MODEL
 from tests.faults import FAIL_CONF, FAILURE, HANG_CONF, stalling_app
+from tests.traffic import Outcome, Traffic, is_json_error
 
 RECOVERY_S = 30  # the issue's bound for the service to answer again after a replica dies
 LIMIT = 20  # tests/conftest.py gives the shared app 20 requests per window per key
@@ -75,16 +74,6 @@ def wait_for(condition, within_s: float, what: str, every_s: float = 0.5):
     return result
 
 
-def is_json_error(response: requests.Response) -> bool:
-    if not response.headers.get("content-type", "").startswith("application/json"):
-        return False
-    try:
-        body = response.json()
-    except ValueError:
-        return False
-    return isinstance(body, dict) and isinstance(body.get("error"), str) and bool(body["error"])
-
-
 def session_dir(server) -> Path:
     """This test cluster's Ray session directory (other clusters on the machine have theirs)."""
     flag = f"--gcs_server_port={server.ports.gcs}"
@@ -118,56 +107,6 @@ def fresh_key(server, name: str) -> str:
     return key
 
 
-@dataclass
-class Outcome:
-    sent: float  # time.monotonic() when sent
-    done: float
-    status: int  # 0: no HTTP answer at all (connection error or client timeout)
-    json_error: bool
-    detail: str
-
-
-class Traffic:
-    """Clients sending predict requests back to back until stopped; every outcome is kept."""
-
-    def __init__(self, server, path: str, image: bytes, clients: int, **fields: str):
-        self.url, self.headers = server.url(path), server.headers()
-        self.files = {"file": ("image.jpg", image)}
-        self.fields, self.timeout = fields, request_timeout_s(server)
-        self.stop = threading.Event()
-        self.outcomes: list[Outcome] = []
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            sent = time.monotonic()
-            try:
-                r = requests.post(
-                    self.url,
-                    headers=self.headers,
-                    files=self.files,
-                    data=self.fields,
-                    timeout=self.timeout,
-                )
-                outcome = Outcome(sent, time.monotonic(), r.status_code, is_json_error(r), r.text)
-            except requests.RequestException as exc:
-                outcome = Outcome(sent, time.monotonic(), 0, False, repr(exc))
-            self.outcomes.append(outcome)
-
-    def served_after(self, t: float) -> list[Outcome]:
-        return [o for o in list(self.outcomes) if o.sent > t and o.status == 200]
-
-    def __enter__(self) -> Traffic:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=self.timeout + 10)
-
-
 def assert_answered_properly(outcomes: list[Outcome], timeout_s: float) -> None:
     """Each request got a 200 or a JSON 5xx, within the proxy's request timeout."""
     bad = [
@@ -184,7 +123,14 @@ def test_killed_model_replica_recovers_and_ingress_lives_on(server, bus: Path) -
     ingresses = {app: identities(server, app, "Ingress") for app in ("yolo26n", "shared")}
     assert all(ingresses.values())
     (victim, *_) = replicas(server, "yolo26n", "Model")
-    with Traffic(server, "/endpoints/yolo26n/predict", bus.read_bytes(), 2, imgsz="320") as load:
+    with Traffic(
+        server,
+        "/endpoints/yolo26n/predict",
+        bus.read_bytes(),
+        2,
+        timeout=request_timeout_s(server),
+        imgsz="320",
+    ) as load:
         wait_for(lambda: load.served_after(0), 60, "traffic never got going")
         killed_at = time.monotonic()
         os.kill(victim["pid"], signal.SIGKILL)

@@ -7,15 +7,14 @@ one puts the config back as it found it.
 from __future__ import annotations
 
 import copy
-import threading
 import time
 from pathlib import Path
 
 import pytest
-import requests
 import yaml
 
 from shared import cluster
+from tests.traffic import Traffic
 
 pytestmark = pytest.mark.redeploys
 
@@ -31,40 +30,6 @@ def _deploy(server, config: dict, tmp_path: Path, name: str) -> None:
 
 def _app(config: dict, name: str) -> dict:
     return next(a for a in config["applications"] if a["name"] == name)
-
-
-class Load:
-    """Clients sending requests back to back until stopped; every response is kept."""
-
-    def __init__(self, server, image: Path, path: str, clients: int):
-        self.server, self.data, self.path = server, image.read_bytes(), path
-        self.stop = threading.Event()
-        self.results: list[tuple[int, str | None]] = []
-        self.threads = [threading.Thread(target=self._run) for _ in range(clients)]
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                r = requests.post(
-                    self.server.url(self.path),
-                    headers=self.server.headers(),
-                    files={"file": ("bus.jpg", self.data)},
-                    timeout=60,
-                )
-                model = r.json().get("metadata", {}).get("model") if r.ok else r.text
-                self.results.append((r.status_code, model))
-            except requests.RequestException as exc:
-                self.results.append((0, repr(exc)))
-
-    def __enter__(self) -> Load:
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in self.threads:
-            t.join(timeout=90)
 
 
 def test_batching_changes_live_without_restart(server, model_stats, tmp_path: Path) -> None:
@@ -104,12 +69,12 @@ def test_endpoint_scales_out_under_load_and_back(server, tmp_path: Path, bus: Pa
     try:
         _deploy(server, config, tmp_path, "autoscale")
         assert cluster.running_replicas(server.ports, "autoscale-demo", "Model") == 1
-        with Load(server, bus, "/endpoints/autoscale-demo/predict", clients=8) as load:
+        with Traffic(server, "/endpoints/autoscale-demo/predict", bus.read_bytes(), 8) as load:
             deadline = time.monotonic() + 90
             while cluster.running_replicas(server.ports, "autoscale-demo", "Model") < 2:
                 assert time.monotonic() < deadline, "never scaled out"
                 time.sleep(0.5)
-        assert load.results and all(status == 200 for status, _ in load.results)
+        assert load.outcomes and all(o.status == 200 for o in load.outcomes)
         deadline = time.monotonic() + 90
         while cluster.running_replicas(server.ports, "autoscale-demo", "Model") > 1:
             assert time.monotonic() < deadline, "never scaled back in"
@@ -122,17 +87,17 @@ def test_model_swap_loses_no_request(server, tmp_path: Path, bus: Path) -> None:
     config = copy.deepcopy(server.config)
     _app(config, "yolo26n")["args"]["model"] = "yolo11n"
     try:
-        with Load(server, bus, "/endpoints/yolo26n/predict", clients=2) as load:
+        with Traffic(server, "/endpoints/yolo26n/predict", bus.read_bytes(), 2) as load:
             time.sleep(2)
             _deploy(server, config, tmp_path, "swap")
             deadline = time.monotonic() + 120
-            while not load.results or load.results[-1][1] != "yolo11n.pt":
-                assert time.monotonic() < deadline, load.results[-3:]
+            while not load.outcomes or load.outcomes[-1].model != "yolo11n.pt":
+                assert time.monotonic() < deadline, load.outcomes[-3:]
                 time.sleep(0.5)
             time.sleep(2)
-        failures = [r for r in load.results if r[0] != 200]
+        failures = [o for o in load.outcomes if o.status != 200]
         assert not failures, failures[:5]
-        models = [model for _, model in load.results]
+        models = [o.model for o in load.outcomes]
         assert models[0] == "yolo26n.pt" and models[-1] == "yolo11n.pt"
     finally:
         _deploy(server, server.config, tmp_path, "restore")
