@@ -19,6 +19,7 @@ import yaml
 from shared import cluster, keys
 from shared.assets import example_image
 from shared.registry import PROJECT_ROOT
+from tests.replica_stats import ReplicaStats
 
 # Several test sessions (or a `make serve`) can share a machine: each picks its own port block.
 PORTS = cluster.ClusterPorts.block(int(os.environ.get("YOLO_TEST_PORT_BASE", "21000")))
@@ -124,25 +125,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def ray_driver(server: Server):
-    """A Ray driver connected to the test cluster, for asking replicas about themselves."""
-    import ray
-
-    ray.init(address=server.ports.address, logging_level="ERROR", log_to_driver=False)
-    yield ray
-    ray.shutdown()
+def replica_stats(server: Server, tmp_path_factory: pytest.TempPathFactory):
+    """Asks replicas about themselves through a Ray driver in a child process."""
+    client = ReplicaStats(server.ports.address, tmp_path_factory.mktemp("driver") / "stderr.log")
+    yield client
+    client.close()
 
 
 @pytest.fixture
-def model_stats(ray_driver):
-    """app name -> the stats of its model deployment's replica (`ModelServer.stats`)."""
-    from ray import serve
-
-    def stats(app: str, deployment: str = "Model") -> dict:
-        handle = serve.get_deployment_handle(deployment, app_name=app)
-        return handle.stats.remote().result(timeout_s=30)
-
-    return stats
+def model_stats(replica_stats: ReplicaStats):
+    """(app, deployment="Model") -> the stats of that deployment's replica (`ModelServer.stats`)."""
+    return replica_stats
 
 
 @pytest.fixture(scope="session")
