@@ -187,7 +187,7 @@ _CV2_REDUCED = {
 def _is_complete_jpeg(data: bytes) -> bool:
     # OpenCV decodes a truncated JPEG into grey-filled pixels without an error; Pillow raises.
     # Only files that end in an EOI marker (trailing zero padding allowed) take the fast path.
-    return data[-2:] == b"\xff\xd9" or data.rstrip(b"\x00")[-2:] == b"\xff\xd9"
+    return data.rstrip(b"\x00").endswith(b"\xff\xd9")  # no copy when nothing is stripped
 
 
 def _decode_jpeg_cv2(data: bytes, factor: int) -> np.ndarray | None:
