@@ -72,6 +72,10 @@ def test_config(keys_file: Path) -> dict:
                 if deployment["name"] == "Ingress":
                     deployment["num_replicas"] = 2
         if app["name"] == "yolo26n":
+            # One fixed replica instead of autoscaling (which test_redeploy tests on an app of
+            # its own): tests compare the replica's stats before and after, which only holds
+            # when every call reaches the same replica.
+            app["args"]["autoscaling"] = None
             # The CPU default forms no batches (a batch closes as its first request arrives,
             # after batch_wait_timeout_s: 0); a GPU-style window lets the batching tests see
             # concurrent requests grouped.
@@ -125,17 +129,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def replica_stats(server: Server, tmp_path_factory: pytest.TempPathFactory):
-    """Asks replicas about themselves through a Ray driver in a child process."""
+def model_stats(server: Server, tmp_path_factory: pytest.TempPathFactory):
+    """(app, deployment="Model") -> the stats of that deployment's replica (`ModelServer.stats`),
+    asked through a Ray driver in a child process (tests/replica_stats.py says why)."""
     client = ReplicaStats(server.ports.address, tmp_path_factory.mktemp("driver") / "stderr.log")
     yield client
     client.close()
-
-
-@pytest.fixture
-def model_stats(replica_stats: ReplicaStats):
-    """(app, deployment="Model") -> the stats of that deployment's replica (`ModelServer.stats`)."""
-    return replica_stats
 
 
 @pytest.fixture(scope="session")
