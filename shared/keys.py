@@ -63,21 +63,44 @@ def hash_key(key: str) -> str:
 
 
 def read_store(path: Path) -> list[KeyRecord]:
+    """The store's keys; ValueError for a file that is not exactly the store's shape."""
     if not path.exists():
         return []
     with open(path) as f:
         raw = json.load(f)
-    return [
-        KeyRecord(
-            name=k["name"],
-            hash=k["hash"],
-            prefix=k["prefix"],
-            created=k["created"],
-            models=tuple(k["models"]) if k.get("models") is not None else None,
-            rate_limit=_positive_int_or_none(k.get("rate_limit")),
-        )
-        for k in raw.get("keys", [])
-    ]
+    if not isinstance(raw, dict) or not isinstance(raw.get("keys", []), list):
+        raise ValueError('the key store must be {"keys": [...]}')
+    return [_record(entry) for entry in raw.get("keys", [])]
+
+
+def _text(entry: dict, field: str) -> str:
+    value = entry.get(field)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"a key record's {field!r} must be a non-empty string")
+    return value
+
+
+def _record(entry: object) -> KeyRecord:
+    # Valid JSON of the wrong shape (hand edits, a tool writing another format) must be refused
+    # here, as a whole, rather than surface per request as a TypeError deep in authentication.
+    if not isinstance(entry, dict):
+        raise ValueError("each key record must be an object")
+    models = entry.get("models")
+    if models is not None and (
+        not isinstance(models, list) or not all(isinstance(m, str) for m in models)
+    ):
+        raise ValueError("a key record's 'models' must be null or a list of model IDs")
+    digest = _text(entry, "hash")
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        raise ValueError("a key record's 'hash' must be 64 lower-case hex digits")
+    return KeyRecord(
+        name=_text(entry, "name"),
+        hash=digest,
+        prefix=_text(entry, "prefix"),
+        created=_text(entry, "created"),
+        models=tuple(models) if models is not None else None,
+        rate_limit=_positive_int_or_none(entry.get("rate_limit")),
+    )
 
 
 def _positive_int_or_none(value: object) -> int | None:
@@ -103,12 +126,20 @@ def write_store(path: Path, records: list[KeyRecord]) -> None:
             for r in records
         ]
     }
-    # Write-then-rename so a reader never sees half a file.
+    # Write, fsync, rename, fsync the folder: a reader never sees half a file, and a crash or
+    # power cut leaves the old store or the new one, never an empty file under the real name.
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-")
     with os.fdopen(fd, "w") as f:
         json.dump(body, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 @contextlib.contextmanager
@@ -195,10 +226,10 @@ class KeyRing:
         if stamp != self._stamp:
             try:
                 self._records = read_store(self.path)
-            except (OSError, ValueError, KeyError, TypeError) as exc:
+            except (OSError, ValueError) as exc:  # JSONDecodeError is a ValueError
                 # A hand-edited store with a typo must not turn every request into a 500: keep
                 # the last good keys and try again on the next refresh.
-                logger.warning(
+                logger.error(
                     "key store %s unreadable, keeping the last good keys: %s",
                     self.path,
                     type(exc).__name__,

@@ -138,6 +138,58 @@ def test_keyring_keeps_last_good_keys_when_the_store_is_corrupt(tmp_path: Path) 
         ring.authenticate(f"Bearer {key}")
 
 
+WRONG_SHAPES = [
+    "[]",
+    '"keys"',
+    "null",
+    '{"keys": {}}',
+    '{"keys": ["ul_abc"]}',
+    '{"keys": [{"name": "a", "hash": 1, "prefix": "ul_", "created": "x"}]}',
+    '{"keys": [{"name": "a", "hash": null, "prefix": "ul_", "created": "x"}]}',
+    '{"keys": [{"name": "a", "hash": "zz", "prefix": "ul_", "created": "x"}]}',
+    '{"keys": [{"name": "a", "prefix": "ul_", "created": "x"}]}',
+    '{"keys": [{"name": ["a"], "hash": "%s", "prefix": "ul_", "created": "x"}]}' % ("0" * 64),
+    '{"keys": [{"name": "a", "hash": "%s", "prefix": "p", "created": "x", "models": "m"}]}'
+    % ("0" * 64),
+    '{"keys": [{"name": "a", "hash": "%s", "prefix": "p", "created": "x", "rate_limit": "5"}]}'
+    % ("0" * 64),
+]
+
+
+@pytest.mark.parametrize("text", WRONG_SHAPES)
+def test_valid_json_of_the_wrong_shape_keeps_the_last_good_keys_and_logs_an_error(
+    tmp_path: Path, text: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "keys.json"
+    key = keys.create_key(path, "app")
+    ring = keys.KeyRing(path, refresh_s=0)
+    assert ring.authenticate(f"Bearer {key}").name == "app"
+    replace(path, text)
+    with pytest.raises(ValueError):
+        keys.read_store(path)
+    with caplog.at_level("ERROR", logger="shared.keys"):
+        assert ring.authenticate(f"Bearer {key}").name == "app"
+    assert any(r.levelname == "ERROR" and "unreadable" in r.message for r in caplog.records)
+    # Another key still gets a 401, not a 500.
+    with pytest.raises(ApiError) as caught:
+        ring.authenticate(f"Bearer {keys.generate_key()}")
+    assert caught.value.status == 401
+
+
+def test_writes_fsync_the_file_before_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(
+        os, "replace", lambda a, b: (events.append("replace"), real_replace(a, b))[1]
+    )
+    keys.create_key(tmp_path / "keys.json", "app")
+    # The file's data before the rename, the folder's entry after it.
+    assert events == ["fsync", "replace", "fsync"], events
+
+
 def test_keyring_rereads_at_most_once_per_refresh_interval(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     ring = keys.KeyRing(path, refresh_s=3600)
