@@ -18,6 +18,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from shared.errors import ApiError, bad_request
+from shared.limits import body_cap, too_large_message
 from shared.url_source import fetch_url, is_url
 
 MAX_FIELDS = 8  # file/source + conf, iou, imgsz, normalize, decimals and a little slack
@@ -41,7 +42,7 @@ class Upload:
 
 
 def too_large(limit: int) -> ApiError:
-    return ApiError(413, f"File too large: the limit is {limit / (1024 * 1024):g} MB")
+    return ApiError(413, too_large_message(limit))
 
 
 class _BoundedParser(MultiPartParser):
@@ -113,8 +114,7 @@ async def read_upload(request: Request, limit: int, urls: UrlSources | None = No
     content_type = request.headers.get("content-type", "")
     if not content_type.lower().startswith("multipart/form-data"):
         raise bad_request("Expected multipart/form-data with the image in a 'file' field")
-    # Envelope allowance: base64 `source` is 4/3 of the image, plus headers and small fields.
-    cap = limit * 4 // 3 + 64 * 1024
+    cap = body_cap(limit)
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > cap:
         raise too_large(limit)

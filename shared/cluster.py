@@ -57,6 +57,15 @@ SERVE_FAST_PATH_ENV = {
     "RAY_SERVE_LOG_TO_STDERR": "0",
 }
 
+# The proxy's edge guard (deployments/edge.py): bodies capped before the proxy buffers them, and
+# its own errors as JSON. Read when each proxy starts, which no application's runtime_env
+# reaches, so they go in the cluster's environment only (k8s/generate.py puts them on the pods).
+# The upload limit must be at least every app's `max_upload_mb`.
+EDGE_ENV = {
+    "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "deployments.edge:middlewares",
+    "YOLO_MAX_UPLOAD_MB": "10",
+}
+
 
 def ray_env() -> dict[str, str]:
     env = dict(os.environ)
@@ -68,7 +77,7 @@ def ray_env() -> dict[str, str]:
     # `ray.init()` may have written one); an owned local head stays as configured unless the
     # user asks for auth explicitly.
     env.setdefault("RAY_AUTH_MODE", "disabled")
-    for name, value in SERVE_FAST_PATH_ENV.items():
+    for name, value in {**SERVE_FAST_PATH_ENV, **EDGE_ENV}.items():
         env.setdefault(name, value)
     return env
 

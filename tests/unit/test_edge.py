@@ -1,0 +1,402 @@
+"""The proxy's edge guard on fake ASGI apps, and once on a real uvicorn (no Ray)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+import yaml
+
+from deployments.edge import EdgeGuard, middlewares
+from shared.cluster import EDGE_ENV, ray_env
+from shared.limits import MB, body_cap
+from shared.registry import PROJECT_ROOT
+
+LIMIT = 1 * MB
+CAP = body_cap(LIMIT)
+CHUNK = 64 * 1024
+
+
+def http_scope(headers: dict[str, str] | list[tuple[str, str]] = (), method: str = "POST") -> dict:
+    items = headers.items() if isinstance(headers, dict) else headers
+    return {
+        "type": "http",
+        "method": method,
+        "path": "/api/models/m/predict",
+        "headers": [(k.lower().encode(), v.encode()) for k, v in items],
+    }
+
+
+class Client:
+    """The client side of one request: `receive` hands out body messages and counts reads,
+    `send` records the answer."""
+
+    def __init__(self, messages: Iterator[dict] | list[dict] = ()) -> None:
+        self.messages = iter(messages)
+        self.reads = 0
+        self.read_bytes = 0
+        self.sent: list[dict] = []
+
+    async def receive(self) -> dict:
+        self.reads += 1
+        message = next(self.messages, {"type": "http.disconnect"})
+        self.read_bytes += len(message.get("body", b""))
+        return message
+
+    async def send(self, message: dict) -> None:
+        self.sent.append(message)
+
+    @property
+    def status(self) -> int:
+        return self.sent[0]["status"]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {k.decode().lower(): v.decode() for k, v in self.sent[0]["headers"]}
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(m.get("body", b"") for m in self.sent[1:])
+
+    def json(self) -> dict:
+        assert self.headers["content-type"] == "application/json"
+        assert int(self.headers["content-length"]) == len(self.body)
+        assert self.headers["x-content-type-options"] == "nosniff"
+        return json.loads(self.body)
+
+
+def endless(size: int = CHUNK) -> Iterator[dict]:
+    while True:
+        yield {"type": "http.request", "body": b"x" * size, "more_body": True}
+
+
+class App:
+    """A downstream app that reads the whole body (and one message more), then answers."""
+
+    def __init__(self, answer: list[dict] | None = None, raises: bool = False) -> None:
+        self.calls = 0
+        self.received: list[dict] = []
+        self.answer = answer if answer is not None else ok_response()
+        self.raises = raises
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        self.calls += 1
+        if scope["type"] == "http" and any(k == b"content-length" for k, _ in scope["headers"]):
+            while True:
+                message = await receive()
+                self.received.append(message)
+                if not message.get("more_body", False):
+                    break
+            self.received.append(await receive())
+        for message in self.answer:
+            await send(message)
+        if self.raises:
+            raise RuntimeError("replica died")
+
+
+def ok_response() -> list[dict]:
+    return [
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"a/b")]},
+        {"type": "http.response.body", "body": b"ok"},
+    ]
+
+
+def plain(status: int, text: str, *extra: tuple[bytes, bytes]) -> list[dict]:
+    headers = [[b"content-type", b"text/plain; charset=utf-8"], *map(list, extra)]
+    return [
+        {"type": "http.response.start", "status": status, "headers": headers},
+        {"type": "http.response.body", "body": text.encode()},
+    ]
+
+
+def run(app: App, scope: dict, client: Client) -> Client:
+    asyncio.run(EdgeGuard(app, max_upload_bytes=LIMIT)(scope, client.receive, client.send))
+    return client
+
+
+# -- bodies ----------------------------------------------------------------------------------
+def test_a_declared_length_over_the_cap_is_refused_unread() -> None:
+    app = App()
+    client = run(app, http_scope({"content-length": str(CAP + 1)}), Client(endless()))
+    assert client.status == 413
+    assert client.json() == {"error": "File too large: the limit is 1 MB"}
+    assert client.headers["connection"] == "close"
+    assert (app.calls, client.reads) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"content-length": "-5"},
+        {"content-length": "12abc"},
+        [("content-length", "10"), ("content-length", "11")],
+        {"content-length": "10", "transfer-encoding": "chunked"},
+        {"transfer-encoding": "gzip"},
+    ],
+)
+def test_bad_framing_is_refused_unread(headers) -> None:
+    app = App()
+    client = run(app, http_scope(headers), Client(endless()))
+    assert client.status == 400
+    assert "Content-Length" in client.json()["error"]
+    assert client.headers["connection"] == "close"
+    assert (app.calls, client.reads) == (0, 0)
+
+
+def test_a_chunked_body_past_the_cap_is_cut_off_at_the_first_chunk_past_it() -> None:
+    app = App()
+    client = run(app, http_scope({"transfer-encoding": "chunked"}), Client(endless()))
+    assert client.status == 413 and client.json()["error"].startswith("File too large")
+    assert client.headers["connection"] == "close"
+    assert app.calls == 0
+    assert CAP < client.read_bytes <= CAP + CHUNK
+
+
+def test_a_body_longer_than_its_declared_length_is_cut_off_too() -> None:
+    app = App()
+    client = run(app, http_scope({"content-length": "1000"}), Client(endless(MB)))
+    assert client.status == 413
+    assert app.calls == 0
+    assert client.read_bytes <= CAP + MB
+
+
+def test_a_body_within_the_cap_is_replayed_exactly_then_the_disconnect() -> None:
+    messages = [
+        {"type": "http.request", "body": b"a" * CHUNK, "more_body": True},
+        {"type": "http.request", "body": b"", "more_body": True},
+        {"type": "http.request", "body": b"b" * (CAP - CHUNK), "more_body": False},
+    ]
+    app = App()
+    client = run(app, http_scope({"content-length": str(CAP)}), Client(list(messages)))
+    assert client.status == 200 and client.body == b"ok"
+    assert app.received == [*messages, {"type": "http.disconnect"}]
+
+
+def test_a_client_leaving_mid_body_gets_no_answer_and_the_app_no_call() -> None:
+    body = {"type": "http.request", "body": b"x", "more_body": True}
+    app = App()
+    client = run(app, http_scope({"content-length": "100"}), Client([body]))
+    assert (app.calls, client.sent) == (0, [])
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [http_scope(method="GET"), http_scope({"content-length": "0"}), {"type": "websocket"}],
+)
+def test_no_body_no_buffering_and_other_scopes_untouched(scope: dict) -> None:
+    seen = []
+
+    async def app(scope, receive, send) -> None:
+        seen.append(receive)
+        if scope["type"] == "http":
+            for message in ok_response():
+                await send(message)
+
+    client = Client()
+    asyncio.run(EdgeGuard(app, max_upload_bytes=LIMIT)(scope, client.receive, client.send))
+    assert seen == [client.receive]  # the server's own receive, not a replay
+    assert client.reads == 0
+
+
+# -- errors on the way out -------------------------------------------------------------------
+@pytest.mark.parametrize("raises", [False, True])
+def test_an_app_that_never_answers_gets_a_json_503(raises: bool) -> None:
+    client = run(App(answer=[], raises=raises), http_scope(method="GET"), Client())
+    assert client.status == 503
+    assert client.json() == {"error": "Service unavailable: retry shortly"}
+    assert client.headers["retry-after"] == "1"
+
+
+def test_an_app_failing_mid_response_still_fails() -> None:
+    app = App(answer=ok_response()[:1], raises=True)
+    with pytest.raises(RuntimeError):
+        run(app, http_scope(method="GET"), Client())
+
+
+@pytest.mark.parametrize(
+    ("answer", "status", "error", "retry_after"),
+    [
+        (plain(500, "RayActorError: ..."), 503, "Service unavailable: retry shortly", "1"),
+        (plain(404, "Path '/x' not found. Ping http://.../-/routes"), 404, "Not found", None),
+        (plain(408, "Request abc timed out after 60s."), 504, "Timed out: retry shortly", None),
+        (
+            plain(503, "backpressure", (b"retry-after", b"7")),
+            503,
+            "Service unavailable: retry shortly",
+            "7",
+        ),
+        (plain(503, "draining"), 503, "Service unavailable: retry shortly", "1"),
+        (plain(405, "Method Not Allowed"), 405, "Method Not Allowed", None),
+        (plain(400, "x" * 300), 400, "x" * 200, None),
+    ],
+)
+def test_plain_text_errors_become_json(answer, status, error, retry_after) -> None:
+    answer[0]["headers"].append([b"x-request-id", b"abc"])
+    client = run(App(answer=answer), http_scope(method="GET"), Client())
+    assert client.status == status
+    assert client.json() == {"error": error}
+    assert client.headers.get("retry-after") == retry_after
+    assert client.headers["x-request-id"] == "abc"
+    assert len(client.sent) == 2
+
+
+def test_a_plain_text_error_in_pieces_is_joined_first() -> None:
+    start, body = plain(418, "I'm a teapot")
+    pieces = [
+        start,
+        {"type": "http.response.body", "body": body["body"][:3], "more_body": True},
+        {"type": "http.response.body", "body": body["body"][3:]},
+    ]
+    client = run(App(answer=pieces), http_scope(method="GET"), Client())
+    assert (client.status, client.json()) == (418, {"error": "I'm a teapot"})
+
+
+def test_json_errors_and_streams_pass_through_untouched() -> None:
+    json_404 = [
+        {
+            "type": "http.response.start",
+            "status": 404,
+            "headers": [(b"content-type", b"application/json")],
+        },
+        {"type": "http.response.body", "body": b'{"error": "Model not found"}'},
+    ]
+    stream = [
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"text/plain")],
+        },
+        *({"type": "http.response.body", "body": b"%d" % i, "more_body": True} for i in range(5)),
+        {"type": "http.response.body", "body": b""},
+    ]
+    for answer in (json_404, stream):
+        expected = [dict(m) for m in answer]
+        client = run(App(answer=answer), http_scope(method="GET"), Client())
+        assert client.sent == expected
+
+
+# -- on a real uvicorn: refusals close the connection ----------------------------------------
+async def echo_length(scope: dict, receive, send) -> None:
+    size, more = 0, True
+    while more:
+        message = await receive()
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"%d" % size})
+
+
+@pytest.fixture(scope="module")
+def live_port() -> Iterator[int]:
+    guard = EdgeGuard(echo_length, max_upload_bytes=64 * 1024)
+    server = uvicorn.Server(uvicorn.Config(guard, log_level="critical", lifespan="off"))
+    sock = socket.create_server(("127.0.0.1", 0))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    yield sock.getsockname()[1]
+    server.should_exit = True
+    thread.join(10)
+
+
+def exchange(port: int, head: bytes, body: Iterator[bytes]) -> tuple[bytes, int]:
+    """Send `head` then `body` until the server cuts the connection; (everything read, sent)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head)
+        sent = 0
+        for piece in body:
+            try:
+                sock.sendall(piece)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += len(piece)
+        answer = b""
+        try:
+            while data := sock.recv(65536):  # b"": the server closed its side
+                answer += data
+        except ConnectionResetError:
+            pass
+        return answer, sent
+
+
+POST = b"POST /x HTTP/1.1\r\nhost: t\r\n"
+
+
+def test_uvicorn_closes_after_a_refusal_instead_of_reading_on(live_port: int) -> None:
+    big = (b"x" * MB for _ in range(256))
+    answer, sent = exchange(live_port, POST + b"content-length: 268435456\r\n\r\n", big)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert answer.count(b"HTTP/1.1") == 1  # nothing of the body was taken for a request
+    assert sent < 32 * MB  # what the socket buffers took before the close
+
+    chunks = (b"%x\r\n%s\r\n" % (MB, b"x" * MB) for _ in range(256))
+    answer, sent = exchange(live_port, POST + b"transfer-encoding: chunked\r\n\r\n", chunks)
+    assert answer.startswith(b"HTTP/1.1 413 ") and answer.count(b"HTTP/1.1") == 1
+    assert sent < 32 * MB
+
+
+def test_uvicorn_keeps_the_connection_for_a_body_within_the_cap(live_port: int) -> None:
+    request = POST + b"content-length: 5\r\n\r\nhello"
+    answer, _ = exchange(live_port, request * 2 + POST + b"connection: close\r\n\r\n", iter(()))
+    assert answer.count(b"HTTP/1.1 200 ") == 3
+
+
+# -- installed wherever a proxy starts -------------------------------------------------------
+def test_the_callback_reads_the_limit_from_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("YOLO_MAX_UPLOAD_MB", "2")
+    (middleware,) = middlewares()
+    guard = middleware.cls(App(), *middleware.args, **middleware.kwargs)
+    assert guard.cap == body_cap(2 * MB)
+
+
+def test_local_clusters_and_kubernetes_pods_install_the_guard(monkeypatch) -> None:
+    for name in EDGE_ENV:
+        monkeypatch.delenv(name, raising=False)
+    env = ray_env()
+    assert {name: env[name] for name in EDGE_ENV} == EDGE_ENV
+    module, function = EDGE_ENV["RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"].split(":")
+    assert module == EdgeGuard.__module__ and function == middlewares.__name__
+
+    manifest = yaml.safe_load((PROJECT_ROOT / "k8s" / "rayservice.yaml").read_text())
+    cluster = manifest["spec"]["rayClusterConfig"]
+    templates = [cluster["headGroupSpec"]["template"]]
+    templates += [group["template"] for group in cluster["workerGroupSpecs"]]
+    for template in templates:
+        for container in template["spec"]["containers"]:
+            env = {e["name"]: e["value"] for e in container["env"]}
+            assert env == EDGE_ENV, container["name"]
+
+
+def test_headers_that_steer_serve_itself_never_reach_the_proxy() -> None:
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def app(scope, receive, send) -> None:
+        seen.append(scope["headers"])
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    headers = [
+        (b"authorization", b"Bearer x"),
+        (b"x-request-timeout-seconds", b"0"),
+        (b"x-request-disconnect-disabled", b"?1"),
+        (b"serve_multiplexed_model_id", b"yolo26n"),
+        (b"x-session-id", b"pin-me"),
+    ]
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": headers}
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def send(message) -> None:
+        pass
+
+    asyncio.run(EdgeGuard(app, max_upload_bytes=MB)(scope, receive, send))
+    assert seen == [[(b"authorization", b"Bearer x")]]
