@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 from pathlib import Path
+from typing import Any
 
+import pytest
 import requests
 
 from tests.oracle import assert_matches_oracle
@@ -62,6 +65,29 @@ def test_official_sdk_deployments_predict(server, zidane: Path) -> None:
     assert body["metadata"]["model"] == "yolo26n-seg.pt"
     results = body["images"][0]["results"]
     assert results and all("segments" in r for r in results)
+
+
+def _detections(body: dict) -> list[tuple[int, dict[str, float]]]:
+    return [(r["class"], r["box"]) for r in body["images"][0]["results"]]
+
+
+@pytest.mark.parametrize("resource", ["deployments", "models"])
+def test_official_sdk_base64_source_matches_a_file_upload(server, bus: Path, resource: str) -> None:
+    """The SDK sends a `source` without a `file` form-urlencoded (httpx without files=)."""
+    from ultralytics_platform import Platform
+
+    client = Platform(api_key=server.key, base_url=server.base_url)
+
+    def predict(body: dict[str, Any]) -> dict:
+        if resource == "deployments":
+            return client.deployments.predict("acme", "yolo26n", body=body)
+        return client.models.predict("acme", "some-project", "yolo26n", body=body)
+
+    from_source = predict({"source": base64.b64encode(bus.read_bytes()).decode()})
+    with open(bus, "rb") as f:
+        from_file = predict({"file": f})
+    assert _detections(from_source), from_source
+    assert _detections(from_source) == _detections(from_file)
 
 
 def test_sdk_unknown_deployment_is_404(server, zidane: Path) -> None:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 from collections.abc import Iterator
+from urllib.parse import urlencode
 
 import pytest
 from starlette.requests import Request
 
-from deployments.uploads import MAX_FIELDS, Upload, UrlSources, read_upload
+from deployments.uploads import MAX_FIELDS, URLENCODED, Upload, UrlSources, read_upload
 from shared.errors import ApiError
 
 LIMIT = 1024 * 1024
@@ -152,6 +153,7 @@ def test_malformed_forms_are_400(parts: tuple[bytes, ...], needle: str) -> None:
 def test_not_multipart_is_400() -> None:
     result, _ = read(iter([b"{}"]), length=2, content_type="application/json")
     assert isinstance(result, ApiError) and result.status == 400
+    assert "multipart/form-data" in result.message and URLENCODED in result.message
     garbage, _ = read(iter([b"--nope\r\n\r\n"]), length=10)
     assert isinstance(garbage, ApiError) and garbage.status == 400
 
@@ -161,3 +163,91 @@ def test_url_source_when_enabled_is_checked() -> None:
     got = error(part("source", b"http://127.0.0.1:9/x.jpg"), urls=UrlSources(enabled=True))
     assert got.status == 400
     assert "non-public address" in got.message
+
+
+# -- application/x-www-form-urlencoded: what the official SDK sends for a `source` alone --
+
+
+def read_form(fields: list[tuple[str, str | bytes]], **kwargs) -> Upload | ApiError:
+    data = urlencode(fields).encode()
+    result, _ = read(chunked(data), length=len(data), content_type=URLENCODED, **kwargs)
+    return result
+
+
+def form_error(fields: list[tuple[str, str | bytes]]) -> ApiError:
+    result = read_form(fields)
+    assert isinstance(result, ApiError), result
+    return result
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        base64.b64encode(b"\x89PNG bytes"),
+        b"data:image/png;base64," + base64.b64encode(b"\x89PNG bytes"),
+    ],
+    ids=["base64", "data-uri"],
+)
+def test_urlencoded_source(value: bytes) -> None:
+    got = read_form([("source", value), ("conf", "0.5"), ("imgsz", "320")])
+    assert isinstance(got, Upload), got
+    assert got.data == b"\x89PNG bytes"
+    assert got.fields == {"conf": ["0.5"], "imgsz": ["320"]}
+
+
+def test_urlencoded_with_a_charset_and_unencoded_plus() -> None:
+    """curl -d sends base64's '+' raw, which form decoding reads as a space."""
+    image = bytes([0xFB, 0xEF, 0xBE]) * 4  # base64 "++++..." : every '+' would become ' '
+    raw = b"source=" + base64.b64encode(image)
+    result, _ = read(iter([raw]), length=len(raw), content_type=URLENCODED + "; charset=utf-8")
+    assert isinstance(result, Upload), result
+    assert result.data == image
+
+
+def test_urlencoded_declared_oversized_body_is_not_read_at_all() -> None:
+    result, stream = read(iter([b"source="]), length=50 * LIMIT, content_type=URLENCODED)
+    assert isinstance(result, ApiError) and result.status == 413
+    assert stream.taken == 0
+
+
+def test_urlencoded_oversized_body_stops_being_read_at_the_limit() -> None:
+    endless = iter([b"source=", *(b"A" * CHUNK for _ in range(10_000))])
+    result, stream = read(endless, content_type=URLENCODED)
+    assert isinstance(result, ApiError) and result.status == 413
+    assert stream.taken <= LIMIT * 4 // 3 + 64 * 1024 + 2 * CHUNK  # the body cap, not 650 MB
+
+
+def test_urlencoded_oversized_base64_source_is_413() -> None:
+    result = form_error([("source", base64.b64encode(b"x" * (LIMIT + 10)))])
+    assert result.status == 413
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ([], "Missing 'source'"),
+        ([("conf", "0.5")], "Missing 'source'"),
+        ([("source", "not base64!")], "Invalid 'source'"),
+        ([("file", "x")], "send the image as multipart field 'file'"),
+        ([("source", "eA=="), ("source", "eA==")], "one image"),
+        ([("source", "eA=="), ("file", "x")], "one image"),
+        ([("source", "http://127.0.0.1/x.jpg")], "URL sources are disabled"),
+        ([("source", "eA=="), ("conf", "1" * 300)], "longer than 256 bytes"),
+        ([("source", "eA=="), *((f"f{i}", "1") for i in range(MAX_FIELDS))], "Too many fields"),
+    ],
+    ids=[
+        "nothing",
+        "no-source",
+        "bad-base64",
+        "file",
+        "two-sources",
+        "source-and-file",
+        "url-off",
+        "long-field",
+        "many-fields",
+    ],
+)
+def test_malformed_urlencoded_forms_are_400(fields: list[tuple[str, str]], needle: str) -> None:
+    got = form_error(fields)
+    assert got.status == 400
+    assert needle in got.message
