@@ -1,1 +1,2 @@
-"""Autoscaling for model deployments: named presets and a queue-based custom policy."""
+"""Autoscaling for model deployments: the named presets endpoints choose in serve_config.yaml,
+and the queue-based custom policy they use."""

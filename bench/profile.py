@@ -27,11 +27,11 @@ import psutil
 import yaml
 
 from bench import load
+from bench.server_timing import parse_server_timing
 from bench.servers import RayServe
 from shared import cluster
 from shared.assets import EXAMPLES, example_image
 from shared.registry import PROJECT_ROOT
-from shared.timing import parse_server_timing
 
 # Function names whose inclusive share is reported: the steps of the request path.
 STEPS = {

@@ -116,10 +116,6 @@ MODEL_METRICS = (
 ALL_METRICS = INGRESS_METRICS + MODEL_METRICS
 
 
-def exported_names(specs: Iterable[MetricSpec] = ALL_METRICS) -> set[str]:
-    return {name for spec in specs for name in spec.exported}
-
-
 def _build(spec: MetricSpec) -> Counter | Histogram:
     if spec.kind == "counter":
         return Counter(spec.name, description=spec.description, tag_keys=spec.tags)

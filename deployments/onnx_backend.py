@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import logging
 import os
 import shutil
@@ -22,19 +21,12 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from shared.digests import sha256_file
 from shared.registry import ModelSpec
 
 logger = logging.getLogger("ray.serve")
 
 BACKENDS = ("torch", "onnx")
-
-
-def _digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()[:12]
 
 
 def cache_path(spec: ModelSpec, directory: Path | None = None) -> Path:
@@ -43,7 +35,8 @@ def cache_path(spec: ModelSpec, directory: Path | None = None) -> Path:
     Named by content and exporter version, so replaced weights or an upgraded exporter never
     pick up a stale graph.
     """
-    name = f"{spec.path.stem}.{_digest(spec.path)}.ultralytics-{version('ultralytics')}.onnx"
+    digest = sha256_file(spec.path)[:12]
+    name = f"{spec.path.stem}.{digest}.ultralytics-{version('ultralytics')}.onnx"
     return (directory or spec.path.parent) / name
 
 

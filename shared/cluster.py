@@ -148,7 +148,8 @@ def deploy(config: Path, ports: ClusterPorts) -> None:
     )
 
 
-def _applications(ports: ClusterPorts) -> dict[str, dict]:
+def serve_applications(ports: ClusterPorts) -> dict[str, dict]:
+    """Application name -> its details from the dashboard's Serve API ({} while unreachable)."""
     try:
         with urllib.request.urlopen(
             f"{ports.dashboard_url}/api/serve/applications/", timeout=5
@@ -159,15 +160,9 @@ def _applications(ports: ClusterPorts) -> dict[str, dict]:
     return body.get("applications") or {}
 
 
-def running_replicas(ports: ClusterPorts, app: str, deployment: str) -> int:
-    """How many replicas of `app`'s `deployment` are RUNNING (0 while unknown)."""
-    info = _applications(ports).get(app, {}).get("deployments", {}).get(deployment, {})
-    return sum(1 for r in info.get("replicas", []) if r.get("state") == "RUNNING")
-
-
 def app_statuses(ports: ClusterPorts) -> dict[str, str]:
     """Application name -> status, from the dashboard's Serve API ({} while unreachable)."""
-    return {name: app["status"] for name, app in _applications(ports).items()}
+    return {name: app["status"] for name, app in serve_applications(ports).items()}
 
 
 def wait_running(ports: ClusterPorts, apps: list[str], timeout_s: float = 300) -> None:
@@ -178,7 +173,7 @@ def wait_running(ports: ClusterPorts, apps: list[str], timeout_s: float = 300) -
         if any(s == "DEPLOY_FAILED" for s in statuses.values()):
             messages = {
                 name: app.get("message", "")[-2000:]
-                for name, app in _applications(ports).items()
+                for name, app in serve_applications(ports).items()
                 if app["status"] == "DEPLOY_FAILED"
             }
             raise RuntimeError(f"deployment failed: {messages}")

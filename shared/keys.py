@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import hmac
 import json
 import logging
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from shared.digests import sha256_hex
 from shared.errors import ApiError
 
 KEY_PATTERN = re.compile(r"^ul_[0-9a-f]{40}$")
@@ -59,7 +59,7 @@ def generate_key() -> str:
 
 
 def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
+    return sha256_hex(key.encode())
 
 
 def read_store(path: Path) -> list[KeyRecord]:

@@ -1,4 +1,4 @@
-"""Inference parameters from a multipart form: parsing, ranges and defaults, per the spec.
+"""Inference parameters from the predict form (multipart or urlencoded): parsing, ranges, defaults.
 
 Every rejection is a 400 that names the field and what it accepts, so a client can fix the
 request from the message alone. Unknown fields are rejected too: a typo such as `confidence`

@@ -1,12 +1,12 @@
 """Where one request's time went, as a `Server-Timing` header.
 
-Browsers' developer tools chart the header; the benchmark reads it to split a request's latency
-between the upload, the decode, the trip to the model replica and the model's own work.
+Browsers' developer tools chart the header; the benchmark reads it back (bench/server_timing.py)
+to split a request's latency between the upload, the decode, the trip to the model replica and
+the model's own work.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 
@@ -34,16 +34,3 @@ class PhaseTimer:
         entries.update(extra_ms)
         entries["total"] = self.elapsed() * 1000
         return ", ".join(f"{name};dur={ms:.1f}" for name, ms in entries.items())
-
-
-def parse_server_timing(header: str) -> dict[str, float]:
-    """`a;dur=1.5, b;dur=2` -> {"a": 1.5, "b": 2.0}; entries without a duration are skipped."""
-    out: dict[str, float] = {}
-    for entry in header.split(","):
-        name, *params = (part.strip() for part in entry.split(";"))
-        for param in params:
-            key, _, value = param.partition("=")
-            if key == "dur" and name:
-                with contextlib.suppress(ValueError):  # a malformed entry is not worth failing
-                    out[name] = float(value)
-    return out

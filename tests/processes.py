@@ -1,4 +1,5 @@
-"""The test cluster's processes: which pids are its Serve actors, and how much memory they hold."""
+"""The test cluster's processes: which pids are its Serve actors, how much memory they hold, and
+how many replicas of a deployment are running."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import threading
 import time
 import urllib.request
 from pathlib import Path
+
+from shared import cluster
 
 
 def actor_pids(server, class_name: str | None = None) -> dict[int, str]:
@@ -69,3 +72,9 @@ class RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+def running_replicas(ports: cluster.ClusterPorts, app: str, deployment: str) -> int:
+    """How many replicas of `app`'s `deployment` are RUNNING (0 while unknown)."""
+    info = cluster.serve_applications(ports).get(app, {}).get("deployments", {}).get(deployment, {})
+    return sum(1 for r in info.get("replicas", []) if r.get("state") == "RUNNING")

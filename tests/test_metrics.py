@@ -19,10 +19,10 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from deployments.metrics import ALL_METRICS, exported_names
+from deployments.metrics import ALL_METRICS
 from shared import keys
-from shared.promql import dashboard_exprs, metric_names
 from shared.registry import PROJECT_ROOT
+from tests.promql import dashboard_exprs, exported_names, metric_names
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 Expectation = tuple[str, Mapping[str, str], float]

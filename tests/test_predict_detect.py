@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.timing import parse_server_timing
+from bench.server_timing import parse_server_timing
 from tests.oracle import assert_matches_oracle, oracle
 
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from shared import cluster
+from tests.processes import running_replicas
 from tests.traffic import Traffic
 
 pytestmark = pytest.mark.redeploys
@@ -68,15 +69,15 @@ def test_endpoint_scales_out_under_load_and_back(server, tmp_path: Path, bus: Pa
     config["applications"].append(demo)
     try:
         _deploy(server, config, tmp_path, "autoscale")
-        assert cluster.running_replicas(server.ports, "autoscale-demo", "Model") == 1
+        assert running_replicas(server.ports, "autoscale-demo", "Model") == 1
         with Traffic(server, "/endpoints/autoscale-demo/predict", bus.read_bytes(), 8) as load:
             deadline = time.monotonic() + 90
-            while cluster.running_replicas(server.ports, "autoscale-demo", "Model") < 2:
+            while running_replicas(server.ports, "autoscale-demo", "Model") < 2:
                 assert time.monotonic() < deadline, "never scaled out"
                 time.sleep(0.5)
         assert load.outcomes and all(o.status == 200 for o in load.outcomes)
         deadline = time.monotonic() + 90
-        while cluster.running_replicas(server.ports, "autoscale-demo", "Model") > 1:
+        while running_replicas(server.ports, "autoscale-demo", "Model") > 1:
             assert time.monotonic() < deadline, "never scaled back in"
             time.sleep(0.5)
     finally:

@@ -35,10 +35,9 @@ from deployments.metrics import (
     QUEUE_WAIT_SECONDS,
     RATE_LIMITED,
     REQUEST_SECONDS,
-    exported_names,
 )
-from shared.promql import dashboard_exprs, metric_names
 from shared.registry import PROJECT_ROOT
+from tests.promql import dashboard_exprs, exported_names, metric_names
 
 K8S = PROJECT_ROOT / "k8s"
 CRD = Path(__file__).resolve().parent.parent / "data" / "k8s" / "ray.io_rayservices.yaml"

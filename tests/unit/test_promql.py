@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.promql import dashboard_exprs, metric_names
+from tests.promql import dashboard_exprs, metric_names
 
 
 @pytest.mark.parametrize(

@@ -1,6 +1,7 @@
 import time
 
-from shared.timing import PhaseTimer, parse_server_timing
+from bench.server_timing import parse_server_timing
+from shared.timing import PhaseTimer
 
 
 def test_phases_are_consecutive_and_the_header_round_trips() -> None:

@@ -1,5 +1,7 @@
 """The metric names a PromQL expression reads, so a test can check a dashboard against reality.
 
+`exported_names` is the other side: every series name Ray's export makes of the metric specs.
+
 Not a PromQL parser: it removes what can hold identifiers that are not metrics (strings, label
 matchers, range and subquery brackets, `by`/`without`/`on`/`ignoring`/`group_*` lists), then
 takes every identifier that is not a function call, a keyword or a Grafana variable.
@@ -8,6 +10,9 @@ takes every identifier that is not a function call, a keyword or a Grafana varia
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+
+from deployments.metrics import ALL_METRICS, MetricSpec
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'')
 _MATCHERS = re.compile(r"\{[^{}]*\}")
@@ -21,6 +26,10 @@ _KEYWORDS = {
     "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
     "offset", "bool", "inf", "nan", "atan2",
 }  # fmt: skip
+
+
+def exported_names(specs: Iterable[MetricSpec] = ALL_METRICS) -> set[str]:
+    return {name for spec in specs for name in spec.exported}
 
 
 def metric_names(expr: str) -> set[str]:
