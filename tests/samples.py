@@ -85,52 +85,7 @@ def rgba_png() -> bytes:
 
 def bayer_dng(orientation: int = 1) -> bytes:
     """A raw RGGB Bayer DNG, as a camera writes it, from the bus pixels (written with PiDNG)."""
-    from pidng.core import RAW2DNG
-    from pidng.defs import CalibrationIlluminant, CFAPattern, DNGVersion, PhotometricInterpretation
-    from pidng.dng import DNGTags, Tag
-
-    srgb = np.asarray(bus_rgb(), dtype=np.float64) / 255
-    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
-    height, width, _ = linear.shape
-    mosaic = np.empty((height, width))
-    mosaic[0::2, 0::2] = linear[0::2, 0::2, 0]
-    mosaic[0::2, 1::2] = linear[0::2, 1::2, 1]
-    mosaic[1::2, 0::2] = linear[1::2, 0::2, 1]
-    mosaic[1::2, 1::2] = linear[1::2, 1::2, 2]
-    # Camera space = linear sRGB: ColorMatrix1 is XYZ(D65) -> linear sRGB.
-    xyz_to_srgb = [
-        [3.2404542, -1.5371385, -0.4985314],
-        [-0.9692660, 1.8760108, 0.0415560],
-        [0.0556434, -0.2040259, 1.0572252],
-    ]
-    tags = DNGTags()
-    for tag, value in (
-        (Tag.ImageWidth, width),
-        (Tag.ImageLength, height),
-        (Tag.TileWidth, width),
-        (Tag.TileLength, height),
-        (Tag.Orientation, orientation),
-        (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
-        (Tag.SamplesPerPixel, 1),
-        (Tag.BitsPerSample, 16),
-        (Tag.CFARepeatPatternDim, [2, 2]),
-        (Tag.CFAPattern, CFAPattern.RGGB),
-        (Tag.BlackLevel, 0),
-        (Tag.WhiteLevel, 65535),
-        (Tag.ColorMatrix1, [[round(v * 10000), 10000] for row in xyz_to_srgb for v in row]),
-        (Tag.CalibrationIlluminant1, CalibrationIlluminant.D65),
-        (Tag.AsShotNeutral, [[1, 1], [1, 1], [1, 1]]),
-        (Tag.BaselineExposure, [[0, 1]]),
-        (Tag.Make, "YOLO Endpoints"),
-        (Tag.Model, "Synthetic Bayer"),
-        (Tag.UniqueCameraModel, "YOLO Endpoints Synthetic Bayer"),
-        (Tag.DNGVersion, DNGVersion.V1_4),
-        (Tag.DNGBackwardVersion, DNGVersion.V1_0),
-    ):
-        tags.set(tag, value)
-    writer = RAW2DNG()
-    writer.options(tags, path="", compress=False)
-    return bytes(writer.convert(np.round(mosaic * 65535).astype(np.uint16)))
+    return bayer_dng_from(bus_rgb(), orientation)
 
 
 def _cmyk_tiff() -> bytes:
@@ -237,3 +192,166 @@ def jpeg_with_size(width: int, height: int) -> bytes:
     sof = next(i for i in range(len(data) - 1) if data[i] == 0xFF and data[i + 1] in (0xC0, 0xC2))
     data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
+
+
+# -- big files for the decoder's memory budget ----------------------------------------------
+def big_sixteen_bit_png(width: int = 8000, height: int = 8000) -> bytes:
+    """A 16-bit greyscale PNG of zeros: 124 KB on disk at 8000 x 8000, 128 MB decoded."""
+    compressor = zlib.compressobj(9)
+    row = bytes(2 * width + 1)  # filter byte + two zero bytes per sample
+    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", data)
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def big_float_tiff(width: int = 7000, height: int = 7000) -> bytes:
+    """A 32-bit float ('F') TIFF of 0..1 steps, deflated: under 1 MB, 196 MB decoded at 7000^2.
+
+    Values of at most 1 take the decoder's 0..1 scaling; runs of 500 equal values compress.
+    """
+    rows = np.arange(height, dtype=np.float32)[:, None] // 500
+    cols = np.arange(width, dtype=np.float32)[None, :] // 500
+    steps = (height - 1) // 500 + (width - 1) // 500 or 1
+    values = ((rows + cols) / steps).astype(np.float32)
+    return encode(Image.fromarray(values, "F"), "TIFF", compression="tiff_deflate")
+
+
+def big_rgb_png(width: int = 6000, height: int = 6000) -> bytes:
+    """An 8-bit RGB PNG of gradients: 0.5 MB on disk at 6000 x 6000, 108 MB as RGB."""
+    x = np.arange(width, dtype=np.uint32)[None, :] % 256
+    y = np.arange(height, dtype=np.uint32)[:, None] % 256
+    rgb = np.empty((height, width, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = x, y, (x + y) // 2
+    return encode(Image.fromarray(rgb), "PNG", compress_level=1)
+
+
+def bayer_dng_from(image: Image.Image, orientation: int = 1) -> bytes:
+    """A raw RGGB Bayer DNG of any RGB image, as a camera writes it (written with PiDNG)."""
+    from pidng.core import RAW2DNG
+    from pidng.defs import CalibrationIlluminant, CFAPattern, DNGVersion, PhotometricInterpretation
+    from pidng.dng import DNGTags, Tag
+
+    srgb = np.asarray(image.convert("RGB"), dtype=np.float64) / 255
+    linear = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    height, width, _ = linear.shape
+    mosaic = np.empty((height, width))
+    mosaic[0::2, 0::2] = linear[0::2, 0::2, 0]
+    mosaic[0::2, 1::2] = linear[0::2, 1::2, 1]
+    mosaic[1::2, 0::2] = linear[1::2, 0::2, 1]
+    mosaic[1::2, 1::2] = linear[1::2, 1::2, 2]
+    # Camera space = linear sRGB: ColorMatrix1 is XYZ(D65) -> linear sRGB.
+    xyz_to_srgb = [
+        [3.2404542, -1.5371385, -0.4985314],
+        [-0.9692660, 1.8760108, 0.0415560],
+        [0.0556434, -0.2040259, 1.0572252],
+    ]
+    tags = DNGTags()
+    for tag, value in (
+        (Tag.ImageWidth, width),
+        (Tag.ImageLength, height),
+        (Tag.TileWidth, width),
+        (Tag.TileLength, height),
+        (Tag.Orientation, orientation),
+        (Tag.PhotometricInterpretation, PhotometricInterpretation.Color_Filter_Array),
+        (Tag.SamplesPerPixel, 1),
+        (Tag.BitsPerSample, 16),
+        (Tag.CFARepeatPatternDim, [2, 2]),
+        (Tag.CFAPattern, CFAPattern.RGGB),
+        (Tag.BlackLevel, 0),
+        (Tag.WhiteLevel, 65535),
+        (Tag.ColorMatrix1, [[round(v * 10000), 10000] for row in xyz_to_srgb for v in row]),
+        (Tag.CalibrationIlluminant1, CalibrationIlluminant.D65),
+        (Tag.AsShotNeutral, [[1, 1], [1, 1], [1, 1]]),
+        (Tag.BaselineExposure, [[0, 1]]),
+        (Tag.Make, "YOLO Endpoints"),
+        (Tag.Model, "Synthetic Bayer"),
+        (Tag.UniqueCameraModel, "YOLO Endpoints Synthetic Bayer"),
+        (Tag.DNGVersion, DNGVersion.V1_4),
+        (Tag.DNGBackwardVersion, DNGVersion.V1_0),
+    ):
+        tags.set(tag, value)
+    writer = RAW2DNG()
+    writer.options(tags, path="", compress=False)
+    return bytes(writer.convert(np.round(mosaic * 65535).astype(np.uint16)))
+
+
+# -- corrupt files, every format ------------------------------------------------------------
+@cache
+def small_bus() -> Image.Image:
+    """bus.jpg at 120 x 160: small enough to decode hundreds of corruptions in seconds."""
+    return bus_rgb().resize((120, 160), Image.Resampling.LANCZOS)
+
+
+@cache
+def _valid_samples() -> tuple[tuple[str, bytes], ...]:
+    small = small_bus()
+    second = small.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return (
+        ("jpeg", encode(small, "JPEG", quality=90)),
+        ("png", encode(small, "PNG")),
+        ("webp", encode(small, "WEBP", quality=80)),
+        ("avif", encode(small, "AVIF", quality=60)),
+        ("heic", encode(small, "HEIF", quality=60)),
+        ("jpeg2000", encode(small, "JPEG2000")),
+        ("tiff", encode(small, "TIFF", compression="tiff_lzw")),
+        ("bmp", encode(small, "BMP")),
+        ("dng", bayer_dng_from(small)),
+        ("mpo", encode(small, "MPO", save_all=True, append_images=[second], quality=90)),
+    )
+
+
+def valid_samples() -> dict[str, bytes]:
+    """One small valid file per accepted format (format name -> bytes)."""
+    return dict(_valid_samples())
+
+
+def _truncated(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
+    # Half inside the first 64 bytes, where the headers are; half anywhere.
+    limit = min(64, len(data) - 1) if rng.random() < 0.5 else len(data) - 1
+    end = int(rng.integers(1, max(limit, 1) + 1))
+    return f"truncate@{end}", data[:end]
+
+
+def _bit_flips(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
+    corrupt = bytearray(data)
+    offsets = sorted(int(o) for o in rng.integers(16, len(data), int(rng.integers(1, 9))))
+    for offset in offsets:
+        corrupt[offset] ^= 1 << int(rng.integers(0, 8))
+    return f"flip@{','.join(map(str, offsets))}", bytes(corrupt)
+
+
+def _header_then_noise(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
+    keep = int(rng.choice([16, 32, 64, 128, 256, max(16, len(data) // 8), len(data) // 2]))
+    noise = rng.integers(0, 256, len(data) - min(keep, len(data)), dtype=np.uint8).tobytes()
+    return f"header{keep}+noise", data[:keep] + noise
+
+
+def _range_edit(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
+    start = int(rng.integers(0, len(data)))
+    end = min(len(data), start + int(rng.integers(1, max(2, len(data) // 4))))
+    kind = str(rng.choice(["zero", "ff", "duplicate", "delete"]))
+    filler = {
+        "zero": bytes(end - start),
+        "ff": b"\xff" * (end - start),
+        "duplicate": data[start:end] * 2,
+        "delete": b"",
+    }[kind]
+    return f"{kind}[{start}:{end}]", data[:start] + filler + data[end:]
+
+
+_CORRUPTIONS = (_truncated, _bit_flips, _header_then_noise, _range_edit)
+
+
+def corruptions(data: bytes, count: int = 30, seed: int = 0) -> list[tuple[str, bytes]]:
+    """`count` corrupt variants of `data`, as (name, bytes), the same for the same seed.
+
+    Truncations (inside the header and anywhere), bit flips past the first 16 bytes, a valid
+    header followed by noise, and zeroed, 0xFF-filled, duplicated or deleted ranges, in turn.
+    """
+    rng = np.random.default_rng(seed)
+    return [_CORRUPTIONS[i % len(_CORRUPTIONS)](data, rng) for i in range(count)]
