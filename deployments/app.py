@@ -52,6 +52,11 @@ class CommonArgs(BaseModel):
     # Origins (scheme://host[:port]) whose pages may call this app from a browser; empty:
     # same-origin only, no CORS headers at all.
     cors_origins: list[str] = []
+    # Bytes that concurrent image decodes of one ingress replica may hold at once (each
+    # reserves its header-derived peak first), and how long one may wait for its share before
+    # a JSON 503 with Retry-After.
+    decode_memory_mb: float = Field(1024, gt=0)
+    decode_wait_s: float = Field(2, ge=0, le=60)
 
     @field_validator("cors_origins")
     @classmethod
@@ -76,6 +81,9 @@ class SharedArgs(CommonArgs):
 class EndpointArgs(CommonArgs):
     name: str
     model: str
+    # The app whose Limiter counts keys that have a rate_limit of their own (keys without one
+    # are not limited here); null: such keys go uncounted on this endpoint.
+    limiter_app: str | None = "shared"
 
 
 def _model_options(args: CommonArgs, name: str) -> dict[str, Any]:
@@ -102,6 +110,8 @@ def _ingress_config(args: CommonArgs, **extra: Any) -> dict[str, Any]:
         "url_timeout_s": args.url_timeout_s,
         "model_timeout_s": args.model_timeout_s,
         "cors_origins": tuple(args.cors_origins),
+        "decode_memory_mb": args.decode_memory_mb,
+        "decode_wait_s": args.decode_wait_s,
         **extra,
     }
 
@@ -114,19 +124,32 @@ def build_shared(raw_args: dict[str, Any]) -> Application:
         preload=args.preload,
         max_models_per_replica=args.max_models_per_replica,
         backend=args.backend,
+        stuck_after_s=args.model_timeout_s,
     )
     limit = RateLimit(args.rate_limit.requests, args.rate_limit.window_s)
     # One Limiter replica per app counts for every Ingress replica: the limit stays exact.
     limiter = Limiter.bind(limit)
-    return Ingress.bind(pool, _ingress_config(args, mode="shared", rate_limit=limit), limiter)
+    config = _ingress_config(args, mode="shared", rate_limit=limit, limiter_app=None)
+    return Ingress.bind(pool, config, limiter)
 
 
 def build_endpoint(raw_args: dict[str, Any]) -> Application:
     """A dedicated endpoint: its own ingress and replicas for one model, no rate limit."""
     args = EndpointArgs.model_validate(raw_args)
     model = ModelServer.options(**_model_options(args, "Model")).bind(
-        registry=args.registry, model_id=args.model, backend=args.backend
+        registry=args.registry,
+        model_id=args.model,
+        backend=args.backend,
+        stuck_after_s=args.model_timeout_s,
     )
-    return Ingress.bind(
-        model, _ingress_config(args, mode="dedicated", endpoint_name=args.name, model_id=args.model)
-    )
+    return Ingress.bind(model, _ingress_config(args, **_dedicated(args)))
+
+
+def _dedicated(args: EndpointArgs) -> dict[str, Any]:
+    """The ingress config keys that make an app a dedicated endpoint."""
+    return {
+        "mode": "dedicated",
+        "endpoint_name": args.name,
+        "model_id": args.model,
+        "limiter_app": args.limiter_app,
+    }

@@ -1,16 +1,23 @@
-"""The gate in front of the predict routes: who is calling (401) and whether they may now (429).
+"""Admission: the one place that decides whether a keyed request may go on, on every route.
 
-The ingress passes every predict request through `Gate.admit` before it reads the upload, so a
-rejected request never reaches a model replica. The admission's headers (`X-RateLimit-*`) go on
-every response of the route after that, errors included.
+`Gate.admit` applies, in this order, the rules every route that takes a key shares:
+1. the key itself: missing, malformed, unknown or revoked answers 401;
+2. the rate limit: a key's own `rate_limit` counts on every route; the app's default limit
+   (20 per window) counts only on routes whose `RouteRules.default_limit` says so (the shared
+   service's); dedicated endpoints stay unlimited for keys without a limit of their own;
+3. the model: a key restricted to some models gets, for any other model, exactly the 404 that
+   a missing model gets on that route, so keys cannot probe what exists.
+Counting comes before the model check, so 404s count too (model IDs cannot be probed faster
+than the limit). The admission's headers (`X-RateLimit-*`) go on every response of the route
+after that, errors included.
 
-When the limiter is unavailable (its replica dead or restarting, or no answer within `timeout_s`)
-the gate FAILS OPEN: the request is admitted uncounted and a warning is logged (at most one per
-`WARN_EVERY_S` per ingress replica, with a count; never key material). Such responses carry
-`X-RateLimit-Limit` but omit `X-RateLimit-Remaining` and `X-RateLimit-Reset`, since nobody
-counted. Open, not closed, because the limit is about fairness: a limiter outage must not take
-inference down with it. Serve restarts the limiter replica by itself, and the next call that
-reaches it is counted again; nothing here needs resetting.
+When the limiter is unavailable (its replica dead or restarting, its app not deployed, or no
+answer within `timeout_s`) the gate FAILS OPEN: the request is admitted uncounted and a warning
+is logged (at most one per `WARN_EVERY_S` per ingress replica, with a count; never key
+material). Such responses carry `X-RateLimit-Limit` but omit `X-RateLimit-Remaining` and
+`X-RateLimit-Reset`, since nobody counted. Open, not closed, because the limit is about
+fairness: a limiter outage must not take inference down with it. Serve restarts the limiter
+replica by itself, and the next call that reaches it is counted again.
 """
 
 from __future__ import annotations
@@ -26,11 +33,27 @@ from starlette.requests import Request
 
 from shared.errors import ApiError
 from shared.keys import KeyRecord, KeyRing
-from shared.ratelimit import Decision, RateLimit
+from shared.ratelimit import Decision
 
 logger = logging.getLogger("ray.serve")
 
 WARN_EVERY_S = 10.0
+
+
+@dataclass(frozen=True)
+class RouteRules:
+    """What a keyed route applies beyond the key itself."""
+
+    default_limit: bool  # keys without a rate_limit of their own count against the app's
+    not_found: str = "Model not found"  # what this route answers for a missing model
+    checks_model: bool = True  # False: the route names no model (a listing filters instead)
+
+
+SHARED_ROUTE = RouteRules(default_limit=True)
+SHARED_LISTING = RouteRules(default_limit=True, checks_model=False)
+DEDICATED_ROUTE = RouteRules(default_limit=False)
+DEDICATED_INFO = DEDICATED_ROUTE
+FORWARDED_ROUTE = RouteRules(default_limit=False, not_found="Deployment not found")
 
 
 @dataclass(frozen=True)
@@ -48,47 +71,69 @@ class Gate:
         self,
         keys: KeyRing,
         limiter: DeploymentHandle | None = None,
-        limit: RateLimit | None = None,
+        default_limit: int | None = None,
         timeout_s: float = 0.5,
         first_timeout_s: float = 3.0,
     ):
-        if (limiter is None) != (limit is None):
-            raise ValueError("a limiter needs its RateLimit, and a RateLimit its limiter")
         self.keys = keys
         self.limiter = limiter
-        self.limit = limit
+        self.default_limit = default_limit  # requests per window; None: the app has none
         self.timeout_s = timeout_s
         # A replica's first handle call also sets up Serve's router for it, which takes longer
-        # than an answer does; judge availability on the steady state only.
+        # than an answer does; judge availability on the steady state only. Only the first
+        # call gets the long wait, answered or not: a limiter app that is not deployed must
+        # not cost every request seconds.
         self.first_timeout_s = first_timeout_s
+        self._asked = False
         self._answered = False
         self._failed_open = 0
         self._last_warning = -WARN_EVERY_S
 
-    async def admit(self, authorization: str | None) -> Admission:
-        """The caller's key and the headers for its response; ApiError 401 or 429 otherwise."""
+    def limit_for(self, key: KeyRecord, rules: RouteRules) -> int | None:
+        """Requests per window this key may make on a route with these rules (None: unlimited)."""
+        if key.rate_limit is not None:
+            return key.rate_limit
+        return self.default_limit if rules.default_limit else None
+
+    async def admit(
+        self, authorization: str | None, rules: RouteRules, model_id: str | None = None
+    ) -> Admission:
+        """The caller's key and its response headers, or ApiError 401, 429 or 404.
+
+        `model_id` is the registry model the request reaches, None when there is none (an
+        unknown model or deployment): that answers the route's 404 once counted.
+        """
         key = self.keys.authenticate(authorization)
-        if self.limiter is None or self.limit is None:
-            return Admission(key, {})
-        decision = await self._ask(key)
+        headers = await self._count(key, self.limit_for(key, rules))
+        if rules.checks_model and (model_id is None or not key.allows(model_id)):
+            raise ApiError(404, rules.not_found, headers)
+        return Admission(key, headers)
+
+    async def _count(self, key: KeyRecord, limit: int | None) -> dict[str, str]:
+        if limit is None:
+            return {}
+        if self.limiter is None:
+            return {"X-RateLimit-Limit": str(limit)}  # nobody to count with: as if it were down
+        decision = await self._ask(key, limit)
         if decision is None:
-            return Admission(key, {"X-RateLimit-Limit": str(key.rate_limit or self.limit.requests)})
+            return {"X-RateLimit-Limit": str(limit)}
         if not decision.allowed:
             raise ApiError(
                 429,
-                f"Rate limited: {decision.limit} requests per {self.limit.window_s:g} s per API "
+                f"Rate limited: {decision.limit} requests per {decision.window_s:g} s per API "
                 f"key; retry in {decision.retry_after_s} s, or use a dedicated endpoint",
                 decision.headers(),
             )
-        return Admission(key, decision.headers())
+        return decision.headers()
 
-    async def _ask(self, key: KeyRecord) -> Decision | None:
+    async def _ask(self, key: KeyRecord, limit: int) -> Decision | None:
         """The limiter's decision, or None when it cannot give one in time (fail open)."""
         assert self.limiter is not None
-        timeout = self.timeout_s if self._answered else self.first_timeout_s
+        timeout = self.timeout_s if self._asked else self.first_timeout_s
+        self._asked = True
         started = time.perf_counter()
         try:
-            response = self.limiter.acquire.remote(key.id, key.rate_limit)
+            response = self.limiter.acquire.remote(key.id, limit)
             # On timeout wait_for cancels the await, which withdraws the call without blocking
             # (DeploymentResponse.cancel() can block the event loop until assignment).
             decision = await asyncio.wait_for(_result(response), timeout)

@@ -25,13 +25,26 @@ from starlette.routing import Route
 from deployments import model_calls, openapi
 from deployments.browser import NoSniffMiddleware, add_cors
 from deployments.directory import EndpointDirectory
-from deployments.gate import Gate, attach_limit_headers, limit_headers
+from deployments.gate import (
+    DEDICATED_INFO,
+    DEDICATED_ROUTE,
+    FORWARDED_ROUTE,
+    SHARED_LISTING,
+    SHARED_ROUTE,
+    Admission,
+    Gate,
+    RouteRules,
+    attach_limit_headers,
+    limit_headers,
+)
 from deployments.metrics import IngressMetrics, RequestMetricsMiddleware
 from deployments.pages import PredictPages
 from deployments.uploads import UrlSources, read_upload
-from shared.errors import ApiError, model_not_found
-from shared.images import decode_image
-from shared.keys import KeyRecord, KeyRing
+from shared.cached_probe import CachedProbe
+from shared.errors import ApiError
+from shared.images import decode_image, decode_peak_bytes
+from shared.keys import KeyRing
+from shared.memory_budget import MB, MemoryBudget
 from shared.params import parse_params
 from shared.ratelimit import RateLimit
 from shared.registry import PROJECT_ROOT, ModelSpec, is_valid_model_id, load_registry
@@ -56,6 +69,12 @@ class IngressConfig:
     url_timeout_s: float = 10.0
     model_timeout_s: float | None = None  # a model call unanswered this long: JSON 504
     cors_origins: tuple[str, ...] = ()  # origins whose pages may call the API; none: same-origin
+    # The app whose Limiter counts keys with a rate_limit of their own (dedicated apps borrow
+    # the shared service's, so such a key has one count across the cluster).
+    limiter_app: str | None = "shared"
+    decode_memory_mb: float = 1024  # bytes all concurrent decodes of one replica may hold
+    decode_wait_s: float = 2.0  # how long a decode may wait for its share before a 503
+    health_ttl_s: float = 1.0  # a dedicated /health answer is reused this long
 
 
 def _resolve(path: str) -> Path:
@@ -82,7 +101,18 @@ class Ingress:
             _resolve(self.config.registry) if self.config.registry else None
         )
         self.keys = KeyRing(_resolve(self.config.keys_file))
-        self.gate = Gate(self.keys, limiter, self.config.rate_limit if limiter else None)
+        if limiter is None and self.config.limiter_app:
+            # Without checking that the app exists: a dedicated app may come up first, and
+            # until the limiter answers, keys with their own limit are admitted uncounted.
+            limiter = serve.get_deployment_handle(
+                "Limiter", app_name=self.config.limiter_app, _check_exists=False
+            )
+        default = self.config.rate_limit.requests if self.config.rate_limit else None
+        self.gate = Gate(self.keys, limiter, default)
+        self.decode_budget = MemoryBudget(
+            int(self.config.decode_memory_mb * MB), self.config.decode_wait_s
+        )
+        self.health_probe = CachedProbe(self._check_health, self.config.health_ttl_s)
         self.limit_bytes = int(self.config.max_upload_mb * 1024 * 1024)
         self.url_sources = UrlSources(self.config.allow_url_sources, self.config.url_timeout_s)
         self.endpoints = EndpointDirectory()
@@ -107,6 +137,10 @@ class Ingress:
                     methods=["POST"],
                 ),
                 Route("/health", self.health, methods=["GET"]),
+                # Serve routes a dedicated endpoint that does not exist here (prefix `/`): it
+                # answers exactly what a key restricted away from an existing one gets.
+                Route("/endpoints/{name}/predict", self.missing_endpoint, methods=["POST"]),
+                Route("/endpoints/{name}/info", self.missing_endpoint, methods=["GET"]),
             ]
         else:
             routes = [
@@ -160,35 +194,28 @@ class Ingress:
     async def health(self, request: Request) -> Response:
         if self.config.mode == "shared":
             return JSONResponse({"healthy": True, "status": "ok"})
-        # A dedicated endpoint is healthy when its model answers; latencyMs is that round trip.
+        # One model round trip per `health_ttl_s` per replica, whatever the callers' rate: a
+        # flood of public health checks must not queue ahead of predictions.
+        body, status = await self.health_probe.get()
+        return JSONResponse(body, status_code=status)
+
+    async def _check_health(self) -> tuple[dict[str, Any], int]:
+        """A dedicated endpoint is healthy when its model answers; latencyMs is that trip."""
         started = time.perf_counter()
         try:
             info = await model_calls.describe(self.model, None, self.config.model_timeout_s)
         except ApiError as exc:
-            return JSONResponse(
-                {
-                    "healthy": False,
-                    "status": exc.message,
-                    "latencyMs": None,
-                    "model": self.config.model_id,
-                    "task": None,
-                },
-                status_code=503,
-            )
-        return JSONResponse(
-            {
-                "healthy": True,
-                "status": "ready",
-                "latencyMs": round((time.perf_counter() - started) * 1000, 2),
-                "model": self.config.model_id,
-                "task": info["task"],
-            }
-        )
+            unhealthy = {"healthy": False, "status": exc.message, "latencyMs": None}
+            return {**unhealthy, "model": self.config.model_id, "task": None}, 503
+        latency_ms = round((time.perf_counter() - started) * 1000, 2)
+        healthy = {"healthy": True, "status": "ready", "latencyMs": latency_ms}
+        return {**healthy, "model": self.config.model_id, "task": info["task"]}, 200
 
     async def info(self, request: Request) -> Response:
-        self.keys.authenticate(request.headers.get("authorization"))
+        admission = await self._admit(request, DEDICATED_INFO, self.config.model_id)
         info = await model_calls.describe(self.model, None, self.config.model_timeout_s)
-        return JSONResponse(
+        return self._json(
+            admission,
             {
                 "name": self.config.endpoint_name,
                 "model": self.config.model_id,
@@ -197,7 +224,7 @@ class Ingress:
                 "names": info["names"],
                 "imgsz": info["imgsz"],
                 "device": info["device"],
-            }
+            },
         )
 
     async def api_description(self, request: Request) -> Response:
@@ -217,64 +244,80 @@ class Ingress:
         return JSONResponse(self._openapi[root])
 
     async def list_models(self, request: Request) -> Response:
-        key = self.keys.authenticate(request.headers.get("authorization"))
+        admission = await self._admit(request, SHARED_LISTING)
         models = [
             {"id": s.id, "task": s.task, "file": s.file}
             for s in self.registry.values()
-            if key.allows(s.id)
+            if admission.key.allows(s.id)
         ]
-        return JSONResponse({"models": models})
+        return self._json(admission, {"models": models})
 
     async def predict_shared(self, request: Request) -> Response:
         model_id = request.path_params["model_id"]
-        # Counted before anything else: a rejected request reads no upload and reaches no model,
-        # and 404s count too, so model IDs cannot be probed faster than the limit.
-        admission = await self.gate.admit(request.headers.get("authorization"))
-        attach_limit_headers(request, admission.headers)  # for error responses from here on
-        spec = self._lookup(model_id, admission.key)
-        response = await self._predict(request, spec)
-        response.headers.update(admission.headers)
-        return response
+        known = model_id if is_valid_model_id(model_id) and model_id in self.registry else None
+        # Admitted before anything else: a rejected request reads no upload and reaches no model.
+        admission = await self._admit(request, SHARED_ROUTE, known)
+        return await self._predict(request, admission, self.registry[model_id])
 
     async def predict_dedicated(self, request: Request) -> Response:
-        self.keys.authenticate(request.headers.get("authorization"))
         assert self.config.model_id is not None
-        return await self._predict(request, self.registry[self.config.model_id])
+        admission = await self._admit(request, DEDICATED_ROUTE, self.config.model_id)
+        return await self._predict(request, admission, self.registry[self.config.model_id])
 
     async def predict_forwarded(self, request: Request) -> Response:
-        """`/api/deployments/{owner}/{name}/predict`: the dedicated endpoint `name`, unlimited."""
+        """`/api/deployments/{owner}/{name}/predict`: the dedicated endpoint `name`."""
+        # The key first, so that an unauthenticated caller costs no lookup.
         self.keys.authenticate(request.headers.get("authorization"))
         target = await self.endpoints.lookup(request.path_params["deployment"])
-        if target is None:
-            raise ApiError(404, "Deployment not found")
+        admission = await self._admit(request, FORWARDED_ROUTE, target[1] if target else None)
+        assert target is not None
         handle, model_id = target
-        return await self._predict(request, self.registry[model_id], handle)
+        return await self._predict(request, admission, self.registry[model_id], handle)
+
+    async def missing_endpoint(self, request: Request) -> Response:
+        await self._admit(request, DEDICATED_ROUTE, None)  # 401, 429 or the model's 404
+        raise ApiError(404, DEDICATED_ROUTE.not_found)  # unreachable: no model, no admission
+
+    async def _admit(
+        self, request: Request, rules: RouteRules, model_id: str | None = None
+    ) -> Admission:
+        """The gate's decision for this request (ApiError otherwise), its headers attached so
+        that error responses from here on carry them too."""
+        admission = await self.gate.admit(request.headers.get("authorization"), rules, model_id)
+        attach_limit_headers(request, admission.headers)
+        return admission
+
+    @staticmethod
+    def _json(admission: Admission, body: dict[str, Any]) -> Response:
+        return JSONResponse(body, headers=admission.headers)
 
     # -- the predict path ---------------------------------------------------------------------
-    def _lookup(self, model_id: str, key: KeyRecord) -> ModelSpec:
-        if not is_valid_model_id(model_id) or model_id not in self.registry:
-            raise model_not_found()
-        if not key.allows(model_id):
-            raise model_not_found()
-        return self.registry[model_id]
-
     async def _predict(
-        self, request: Request, spec: ModelSpec, handle: DeploymentHandle | None = None
+        self,
+        request: Request,
+        admission: Admission,
+        spec: ModelSpec,
+        handle: DeploymentHandle | None = None,
     ) -> Response:
         timer = PhaseTimer()
         upload = await read_upload(request, self.limit_bytes, self.url_sources)
         params = parse_params(upload.fields, default_imgsz=spec.imgsz or 640)
         timer.mark("upload")
-        # Decoding is CPU work; keep it off the event loop so other requests keep flowing. A JPEG
-        # far larger than the model's input decodes at 1/2, 1/4 or 1/8 scale (libjpeg's
-        # reduced-size decoding); shape_results maps results back to the original's pixels.
-        image = await asyncio.to_thread(
-            decode_image,
-            upload.data,
-            target_size=params.imgsz,
-            # Classification resizes the shorter side to imgsz; the other tasks the longer one.
-            target_side="short" if spec.task == "classify" else "long",
+        # Classification resizes the shorter side to imgsz; the other tasks the longer one.
+        side = "short" if spec.task == "classify" else "long"
+        # The decode's peak memory, from the header alone, is reserved before any pixel is
+        # decoded: concurrent large images wait for their share (or get a 503), never an OOM.
+        # In a thread too: opening some headers (WebP, the first DNG) takes milliseconds.
+        peak = await asyncio.to_thread(
+            decode_peak_bytes, upload.data, target_size=params.imgsz, target_side=side
         )
+        async with self.decode_budget.reserve(peak):
+            # CPU work, off the event loop so other requests keep flowing. An image far larger
+            # than the model's input decodes reduced (libjpeg's reduced-size decoding for
+            # JPEGs); shape_results maps results back to the original's pixels.
+            image = await asyncio.to_thread(
+                decode_image, upload.data, target_size=params.imgsz, target_side=side
+            )
         self.metrics.image_decoded(image.format, timer.mark("decode"))
         prediction = await model_calls.predict(
             handle or self.model, spec.id, image.array, params, self.config.model_timeout_s
@@ -291,7 +334,7 @@ class Ingress:
             # Fields the official SDK reads beside the spec's.
             extra_metadata={"task": prediction["task"], "classNames": list(prediction["names"])},
         )
-        response = JSONResponse(body)
+        response = JSONResponse(body, headers=admission.headers)
         timer.mark("respond")
         # Within `model`: `replica`, the time in the model replica, of which `queue` waiting for
         # a batch and `inference` the model's own pre-process, inference and post-process.

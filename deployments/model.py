@@ -57,6 +57,7 @@ class ModelServer:
         max_models_per_replica: int = 3,
         torch_threads: int | None = None,
         backend: str = "torch",
+        stuck_after_s: float | None = None,
     ):
         self.registry = load_registry(registry)
         self.fixed_model_id = model_id
@@ -68,6 +69,11 @@ class ModelServer:
         self.batch_sizes: dict[int, int] = defaultdict(int)
         self.loads: list[str] = []  # every model load, in order (evictions show as reloads)
         self.metrics = ModelMetrics()
+        # Inference calls running now (start times): the health check fails while one has run
+        # past `stuck_after_s` (the app's model timeout), so Serve replaces a wedged replica.
+        self.stuck_after_s = stuck_after_s
+        self._running: dict[int, float] = {}
+        self._calls = 0
 
         async def load(model_id: str) -> LoadedModel:
             return await asyncio.to_thread(self._load, model_id)
@@ -162,7 +168,7 @@ class ModelServer:
         for (model_id, (conf, iou, imgsz)), indices in groups.items():
             loaded = await self.model(model_id)
             images = [requests[i][1] for i in indices]
-            predictions = await asyncio.to_thread(self._infer, loaded, images, conf, iou, imgsz)
+            predictions = await self._timed_infer(loaded, images, conf, iou, imgsz)
             for i, prediction in zip(indices, predictions, strict=True):
                 prediction["model"] = loaded.spec.file
                 prediction["versions"] = self.versions
@@ -178,6 +184,31 @@ class ModelServer:
                 "replica": (done - arrived) * 1000,
             }
         return out  # type: ignore[return-value]
+
+    async def _timed_infer(
+        self, loaded: LoadedModel, images: list[np.ndarray], conf: float, iou: float, imgsz: int
+    ) -> list[Prediction]:
+        self._calls += 1
+        call = self._calls
+        self._running[call] = time.monotonic()
+
+        def run() -> list[Prediction]:
+            # Cleared by the thread itself: a cancelled await leaves a wedged thread running,
+            # and that one must keep failing the health check.
+            try:
+                return self._infer(loaded, images, conf, iou, imgsz)
+            finally:
+                del self._running[call]
+
+        return await asyncio.to_thread(run)
+
+    def check_health(self) -> None:
+        """Serve's periodic check: fail while an inference has been stuck past the timeout."""
+        if self.stuck_after_s is None or not self._running:
+            return
+        stuck_s = time.monotonic() - min(self._running.values())
+        if stuck_s > self.stuck_after_s:
+            raise RuntimeError(f"an inference call has been running for {stuck_s:.0f} s")
 
     def _infer(
         self, loaded: LoadedModel, images: list[np.ndarray], conf: float, iou: float, imgsz: int

@@ -32,6 +32,7 @@ class Decision:
     remaining: int
     reset_s: int
     retry_after_s: int  # 0 when allowed
+    window_s: float = 60.0  # the window these counts are over, for the 429's message
 
     def headers(self) -> dict[str, str]:
         headers = {
@@ -73,11 +74,12 @@ class SlidingWindow:
             log.popleft()
         if len(log) < limit:
             log.append(now)
-            return Decision(True, limit, limit - len(log), _whole_seconds(log[0] + window - now), 0)
+            reset = _whole_seconds(log[0] + window - now)
+            return Decision(True, limit, limit - len(log), reset, 0, window)
         # With n >= limit counted, a request fits once the (n - limit + 1) oldest have expired.
         # n > limit only happens after a key's limit was lowered while it had traffic.
         wait = _whole_seconds(log[len(log) - limit] + window - now)
-        return Decision(False, limit, 0, wait, wait)
+        return Decision(False, limit, 0, wait, wait, window)
 
     def _maybe_prune(self, now: float) -> None:
         """Forget keys idle for a whole window, at most once per window (amortised O(1))."""

@@ -1,7 +1,8 @@
 """A corpus of bad requests: each gets its JSON error and status, and the service keeps serving.
 
-Every case is sent over real HTTP to the shared route (some with raw paths, which `requests`
-would normalise). After the whole corpus, a good request must still succeed.
+Every case is sent over real HTTP to the shared route and to a dedicated endpoint (cases about
+model IDs, with raw paths which `requests` would normalise, to the shared route only). After the
+whole corpus, a good request must still succeed on both.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tests.samples import bus_jpeg, bus_rgb, encode, jpeg_with_size, png_bomb
 
 MODEL = "yolo26n"
 MB = 1024 * 1024
+ROUTES = {"shared": f"/api/models/{MODEL}/predict", "dedicated": f"/endpoints/{MODEL}/predict"}
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class Case:
     status: int
     files: Callable[[], list[tuple[str, Any]]] | None = None
     data: dict[str, Any] | list[tuple[str, str]] = field(default_factory=dict)
-    path: str = f"/api/models/{MODEL}/predict"  # sent as is, never normalised
+    path: str | None = None  # sent as is, never normalised; None: the predict route under test
     raw_body: bytes | Iterator[bytes] | None = None
     content_type: str | None = None
     method: str = "POST"
@@ -157,7 +159,7 @@ CASES = [
 ]
 
 
-def send(server, case: Case) -> tuple[int, dict[str, str], bytes]:
+def send(server, case: Case, path: str) -> tuple[int, dict[str, str], bytes]:
     """Over a raw connection: the path exactly as written, the body as given."""
     if case.raw_body is not None:
         body: Any = case.raw_body
@@ -181,7 +183,7 @@ def send(server, case: Case) -> tuple[int, dict[str, str], bytes]:
     host = urlsplit(server.base_url)
     conn = http.client.HTTPConnection(host.hostname, host.port, timeout=120)
     try:
-        conn.putrequest(case.method, case.path, skip_accept_encoding=True)
+        conn.putrequest(case.method, path, skip_accept_encoding=True)
         for k, v in headers.items():
             conn.putheader(k, v)
         conn.endheaders()
@@ -209,11 +211,14 @@ def test_the_corpus_is_large_enough() -> None:
     assert len({c.name for c in CASES}) == len(CASES)
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
-def test_bad_input(server, case: Case) -> None:
+ROUTED = [(route, case) for route in ROUTES for case in CASES if route == "shared" or not case.path]
+
+
+@pytest.mark.parametrize(("route", "case"), ROUTED, ids=[f"{r}-{c.name}" for r, c in ROUTED])
+def test_bad_input(server, route: str, case: Case) -> None:
     import json
 
-    status, headers, raw = send(server, case)
+    status, headers, raw = send(server, case, case.path or ROUTES[route])
     assert status == case.status, (case.name, raw[:300])
     assert headers.get("content-type", "").startswith("application/json"), headers
     body = json.loads(raw)
@@ -223,8 +228,10 @@ def test_bad_input(server, case: Case) -> None:
     assert case.needle in body["error"], (case.name, body["error"])
 
 
-def test_a_good_request_still_succeeds_after_the_corpus(server) -> None:
-    response = server.predict(MODEL, bus_jpeg(), conf=0.25, iou=0.7, imgsz=640)
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_good_request_still_succeeds_after_the_corpus(server, route: str) -> None:
+    prefix = ROUTES[route].removesuffix("/predict") if route == "dedicated" else None
+    response = server.predict(MODEL, bus_jpeg(), prefix=prefix, conf=0.25, iou=0.7, imgsz=640)
     assert response.status_code == 200, response.text
     results = response.json()["images"][0]["results"]
     assert {r["name"] for r in results} >= {"bus", "person"}

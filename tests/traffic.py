@@ -27,6 +27,7 @@ class Outcome:
     status: int  # 0: no HTTP answer at all (connection error or client timeout)
     json_error: bool
     detail: str  # the response body, or the client's exception
+    retry_after: str | None = None  # the Retry-After header, if any
 
     @property
     def model(self) -> str | None:
@@ -58,7 +59,14 @@ class Traffic:
                     data=self.fields,
                     timeout=self.timeout,
                 )
-                outcome = Outcome(sent, time.monotonic(), r.status_code, is_json_error(r), r.text)
+                outcome = Outcome(
+                    sent,
+                    time.monotonic(),
+                    r.status_code,
+                    is_json_error(r),
+                    r.text,
+                    r.headers.get("Retry-After"),
+                )
             except requests.RequestException as exc:
                 outcome = Outcome(sent, time.monotonic(), 0, False, repr(exc))
             self.outcomes.append(outcome)

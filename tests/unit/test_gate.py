@@ -1,0 +1,159 @@
+"""The admission rules every keyed route shares (deployments/gate.py), without Ray.
+
+Every rule on every kind of route: an allowed model, another model (the route's own 404, as for
+a missing one), a revoked key, a key's own limit, and the app's default limit only where the
+route counts by default. The limiter is a real SlidingWindow behind a stand-in for its handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from deployments.gate import (
+    DEDICATED_INFO,
+    DEDICATED_ROUTE,
+    FORWARDED_ROUTE,
+    SHARED_LISTING,
+    SHARED_ROUTE,
+    Gate,
+    RouteRules,
+)
+from shared import keys
+from shared.errors import ApiError
+from shared.ratelimit import RateLimit, SlidingWindow
+
+ROUTES = {
+    "shared": SHARED_ROUTE,
+    "dedicated": DEDICATED_ROUTE,
+    "info": DEDICATED_INFO,
+    "forwarded": FORWARDED_ROUTE,
+}
+DEFAULT = 3
+
+
+class _Call:
+    def __init__(self, value):
+        self.value = value
+
+    def __await__(self):
+        yield from asyncio.sleep(0).__await__()
+        return self.value
+
+
+class FakeLimiterHandle:
+    """`handle.acquire.remote(key_id, limit)`, answered by a real sliding window."""
+
+    def __init__(self) -> None:
+        self.window = SlidingWindow(RateLimit(DEFAULT, 60))
+        self.calls = 0
+        self.acquire = self
+
+    def remote(self, key_id: str, limit: int | None):
+        self.calls += 1
+        return _Call(self.window.acquire(key_id, 0.0, limit))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return tmp_path / "keys.json"
+
+
+def gate_for(store: Path, default: int | None = DEFAULT) -> tuple[Gate, FakeLimiterHandle]:
+    limiter = FakeLimiterHandle()
+    return Gate(keys.KeyRing(store, refresh_s=0), limiter, default), limiter  # type: ignore[arg-type]
+
+
+def admit(gate: Gate, key: str, rules: RouteRules, model: str | None):
+    return asyncio.run(gate.admit(f"Bearer {key}", rules, model))
+
+
+def status_of(gate: Gate, key: str, rules: RouteRules, model: str | None) -> int:
+    try:
+        admit(gate, key, rules, model)
+    except ApiError as exc:
+        return exc.status
+    return 200
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_restricted_key_gets_the_routes_404_for_another_model(store: Path, route: str) -> None:
+    rules = ROUTES[route]
+    key = keys.create_key(store, "narrow", models=["yolo26n"], rate_limit=1000)
+    gate, _ = gate_for(store)
+    assert admit(gate, key, rules, "yolo26n").key.name == "narrow"
+    with pytest.raises(ApiError) as other:
+        admit(gate, key, rules, "yolo26n-seg")
+    with pytest.raises(ApiError) as missing:
+        admit(gate, key, rules, None)
+    # Indistinguishable from a model (or deployment) that does not exist.
+    assert other.value.status == missing.value.status == 404
+    assert other.value.message == missing.value.message == rules.not_found
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_revoked_key_is_401_on_every_route(store: Path, route: str) -> None:
+    key = keys.create_key(store, "gone")
+    gate, _ = gate_for(store)
+    assert status_of(gate, key, ROUTES[route], "yolo26n") == 200
+    keys.revoke_key(store, "gone")
+    assert status_of(gate, key, ROUTES[route], "yolo26n") == 401
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_a_keys_own_limit_counts_on_every_route(store: Path, route: str) -> None:
+    key = keys.create_key(store, "own", rate_limit=2)
+    gate, _ = gate_for(store)
+    statuses = [status_of(gate, key, ROUTES[route], "yolo26n") for _ in range(4)]
+    assert statuses == [200, 200, 429, 429]
+
+
+def test_the_default_limit_counts_on_shared_routes_only(store: Path) -> None:
+    key = keys.create_key(store, "plain")
+    gate, limiter = gate_for(store)
+    for rules in (DEDICATED_ROUTE, DEDICATED_INFO, FORWARDED_ROUTE):
+        assert [status_of(gate, key, rules, "yolo26n") for _ in range(DEFAULT + 2)] == [200] * 5
+    assert limiter.calls == 0  # dedicated routes never ask the limiter for such a key
+    shared = [status_of(gate, key, SHARED_ROUTE, "yolo26n") for _ in range(DEFAULT + 1)]
+    assert shared == [200] * DEFAULT + [429]
+
+
+def test_limits_count_before_the_model_check_so_404s_count(store: Path) -> None:
+    key = keys.create_key(store, "prober")
+    gate, _ = gate_for(store)
+    assert [status_of(gate, key, SHARED_ROUTE, None) for _ in range(DEFAULT)] == [404] * DEFAULT
+    assert status_of(gate, key, SHARED_ROUTE, "yolo26n") == 429
+
+
+def test_a_429_names_the_window_and_carries_retry_after(store: Path) -> None:
+    key = keys.create_key(store, "own", rate_limit=1)
+    gate, _ = gate_for(store, default=None)
+    admitted = admit(gate, key, DEDICATED_ROUTE, "yolo26n")
+    assert admitted.headers["X-RateLimit-Limit"] == "1"
+    assert admitted.headers["X-RateLimit-Remaining"] == "0"
+    with pytest.raises(ApiError) as refused:
+        admit(gate, key, DEDICATED_ROUTE, "yolo26n")
+    assert refused.value.status == 429 and "per 60 s" in refused.value.message
+    assert refused.value.headers["Retry-After"] == "60"
+
+
+def test_a_listing_counts_but_checks_no_model(store: Path) -> None:
+    key = keys.create_key(store, "lister", models=["yolo26n"])
+    gate, limiter = gate_for(store)
+    assert admit(gate, key, SHARED_LISTING, None).key.name == "lister"
+    assert limiter.calls == 1
+
+
+def test_an_unreachable_limiter_fails_open(store: Path) -> None:
+    class Down:
+        def remote(self, *args):
+            raise RuntimeError("limiter replica died")
+
+    key = keys.create_key(store, "own", rate_limit=1)
+    gate = Gate(keys.KeyRing(store, refresh_s=0), Down(), DEFAULT)  # type: ignore[arg-type]
+    gate.limiter.acquire = gate.limiter  # type: ignore[union-attr]
+    for _ in range(3):
+        admitted = admit(gate, key, DEDICATED_ROUTE, "yolo26n")
+        assert admitted.headers == {"X-RateLimit-Limit": "1"}  # uncounted: no Remaining
