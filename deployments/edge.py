@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shared.limits import MB, body_cap, too_large_message
+from shared.settings import settings
 
 # The proxy's own logger, so these lines land in its log file next to Serve's.
 logger = logging.getLogger("ray.serve")
@@ -178,7 +178,7 @@ class EdgeGuard:
         self.app = app
         if max_upload_bytes is None:
             # Read once here: the proxy builds its middleware stack once, at start.
-            max_upload_bytes = int(float(os.environ.get("YOLO_MAX_UPLOAD_MB", "10")) * MB)
+            max_upload_bytes = int(settings().max_upload_mb * MB)
         self.cap = body_cap(max_upload_bytes)
         self.too_large = too_large_message(max_upload_bytes)
 

@@ -5,7 +5,6 @@ Only model replicas import this module (and so torch); the ingress never does.
 
 from __future__ import annotations
 
-import os
 import platform
 import time
 from dataclasses import dataclass, field
@@ -17,13 +16,12 @@ import numpy as np
 from deployments.onnx_backend import BACKENDS, cached_export, limit_threads
 from shared.registry import ModelSpec
 from shared.results import Prediction
+from shared.settings import apply_ultralytics_env
 
 
 def _ensure_offline_env() -> None:
     # Ultralytics reads these at import time; keep it off the network and off ~/.config.
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
-    os.environ.setdefault("YOLO_CONFIG_DIR", os.path.join(os.getcwd(), ".yolo-config"))
+    apply_ultralytics_env()
 
 
 def library_versions() -> dict[str, str]:

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from shared import keys, weights
-from shared.registry import PROJECT_ROOT
-
-DEFAULT_KEYS_FILE = PROJECT_ROOT / ".keys" / "keys.json"
+from shared.settings import PROJECT_ROOT, settings
 
 
 def keys_file(arg: str | None) -> Path:
-    return Path(arg or os.environ.get("YOLO_ENDPOINTS_KEYS", DEFAULT_KEYS_FILE))
+    return Path(arg) if arg else settings().keys_file
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="yolo-endpoints")
     parser.add_argument(
-        "--keys-file", help=f"key store (default $YOLO_ENDPOINTS_KEYS or {DEFAULT_KEYS_FILE})"
+        "--keys-file", help=f"key store (default $YOLO_ENDPOINTS_KEYS or {settings().keys_file})"
     )
     sub = parser.add_subparsers(dest="command", required=True)
     keys_cmd = sub.add_parser("keys", help="manage API keys").add_subparsers(

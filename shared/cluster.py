@@ -18,6 +18,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from shared.settings import DEFAULT_MAX_UPLOAD_MB, apply_ultralytics_env
+
 BIN = Path(sys.executable).parent
 
 
@@ -63,16 +65,14 @@ SERVE_FAST_PATH_ENV = {
 # The upload limit must be at least every app's `max_upload_mb`.
 EDGE_ENV = {
     "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "deployments.edge:middlewares",
-    "YOLO_MAX_UPLOAD_MB": "10",
+    "YOLO_MAX_UPLOAD_MB": str(DEFAULT_MAX_UPLOAD_MB),
 }
 
 
 def ray_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    env.setdefault("YOLO_OFFLINE", "1")
-    env.setdefault("YOLO_AUTOINSTALL", "0")
-    env.setdefault("YOLO_CONFIG_DIR", "/tmp/yolo-endpoints/ultralytics")
+    apply_ultralytics_env(env)
     # Ray 2.60 turns token auth on by itself when ~/.ray/auth_token exists (any earlier
     # `ray.init()` may have written one); an owned local head stays as configured unless the
     # user asks for auth explicitly.

@@ -6,15 +6,15 @@ a URL or a pickle of its own.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
+from shared.settings import PROJECT_ROOT, settings
+
 TASKS = ("detect", "segment", "pose", "obb", "classify")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_REGISTRY = PROJECT_ROOT / "models.yaml"
 # IDs are short slugs; anything else (slashes, dots at the start, spaces) is rejected before lookup.
 _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -38,11 +38,11 @@ class ModelSpec:
 
 
 def weights_dir() -> Path:
-    return Path(os.environ.get("YOLO_ENDPOINTS_WEIGHTS", PROJECT_ROOT / ".weights")).resolve()
+    return settings().weights_dir
 
 
 def default_registry_path() -> Path:
-    return Path(os.environ.get("YOLO_ENDPOINTS_REGISTRY", DEFAULT_REGISTRY))
+    return settings().registry
 
 
 def is_valid_model_id(model_id: str) -> bool:

@@ -1,0 +1,50 @@
+"""Every environment variable the project reads or sets, in one place, each default once.
+
+Configuration proper lives in serve_config.yaml (deployments/config.py validates it); the
+environment carries only what must reach a process before any config does: where the key
+store, the registry and the weights are for the CLI, the proxy's upload limit (read when each
+proxy starts), and Ultralytics' offline switches (read when it is imported).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Ultralytics reads these at import: never the network, never ~/.config. Set for every Ray
+# process by shared/cluster.py and in-process by deployments/yolo.py.
+ULTRALYTICS_ENV = {
+    "YOLO_OFFLINE": "1",
+    "YOLO_AUTOINSTALL": "0",
+    "YOLO_CONFIG_DIR": "/tmp/yolo-endpoints/ultralytics",
+}
+
+
+DEFAULT_MAX_UPLOAD_MB = 10  # serve_config.yaml's max_upload_mb, and the proxy's default
+
+
+@dataclass(frozen=True)
+class Settings:
+    keys_file: Path  # YOLO_ENDPOINTS_KEYS: the CLI's key store
+    registry: Path  # YOLO_ENDPOINTS_REGISTRY: models.yaml
+    weights_dir: Path  # YOLO_ENDPOINTS_WEIGHTS: where fetched weights are cached
+    max_upload_mb: float  # YOLO_MAX_UPLOAD_MB: the proxy edge guard's limit
+
+
+def settings() -> Settings:
+    """Read now (not at import), so a test or a subprocess sees its own environment."""
+    env = os.environ
+    return Settings(
+        keys_file=Path(env.get("YOLO_ENDPOINTS_KEYS", PROJECT_ROOT / ".keys" / "keys.json")),
+        registry=Path(env.get("YOLO_ENDPOINTS_REGISTRY", PROJECT_ROOT / "models.yaml")),
+        weights_dir=Path(env.get("YOLO_ENDPOINTS_WEIGHTS", PROJECT_ROOT / ".weights")).resolve(),
+        max_upload_mb=float(env.get("YOLO_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB)),
+    )
+
+
+def apply_ultralytics_env(env: dict[str, str] | os._Environ = os.environ) -> None:
+    for name, value in ULTRALYTICS_ENV.items():
+        env.setdefault(name, value)
