@@ -10,7 +10,6 @@ import asyncio
 import logging
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,11 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from deployments import model_calls, openapi
+from deployments.api_routes import api_routes, documented_routes
 from deployments.browser import NoSniffMiddleware, add_cors
+from deployments.config import AppArgs, EndpointArgs, SharedArgs
 from deployments.directory import EndpointDirectory
 from deployments.gate import (
     DEDICATED_INFO,
@@ -39,6 +39,7 @@ from deployments.gate import (
 )
 from deployments.metrics import IngressMetrics, RequestMetricsMiddleware
 from deployments.pages import PredictPages
+from deployments.response_check import add_response_check
 from deployments.uploads import UrlSources, read_upload
 from shared.cached_probe import CachedProbe
 from shared.errors import ApiError
@@ -46,35 +47,11 @@ from shared.images import decode_image, decode_peak_bytes
 from shared.keys import KeyRing
 from shared.memory_budget import MB, MemoryBudget
 from shared.params import parse_params
-from shared.ratelimit import RateLimit
 from shared.registry import PROJECT_ROOT, ModelSpec, is_valid_model_id, load_registry
 from shared.results import shape_response, shape_results
 from shared.timing import PhaseTimer
 
 logger = logging.getLogger("ray.serve")
-
-
-@dataclass(frozen=True)
-class IngressConfig:
-    """What differs between the shared service and a dedicated endpoint."""
-
-    mode: str  # "shared" | "dedicated"
-    registry: str | None = None
-    keys_file: str = ".keys/keys.json"
-    max_upload_mb: float = 10
-    endpoint_name: str | None = None  # dedicated: its name
-    model_id: str | None = None  # dedicated: its one model
-    rate_limit: RateLimit | None = None  # shared: per key, counted by the Limiter deployment
-    allow_url_sources: bool = False  # `source` may be an http(s) URL (fetched by the ingress)
-    url_timeout_s: float = 10.0
-    model_timeout_s: float | None = None  # a model call unanswered this long: JSON 504
-    cors_origins: tuple[str, ...] = ()  # origins whose pages may call the API; none: same-origin
-    # The app whose Limiter counts keys with a rate_limit of their own (dedicated apps borrow
-    # the shared service's, so such a key has one count across the cluster).
-    limiter_app: str | None = "shared"
-    decode_memory_mb: float = 1024  # bytes all concurrent decodes of one replica may hold
-    decode_wait_s: float = 2.0  # how long a decode may wait for its share before a 503
-    health_ttl_s: float = 1.0  # a dedicated /health answer is reused this long
 
 
 def _resolve(path: str) -> Path:
@@ -86,34 +63,39 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64)
-@serve.ingress()
-class Ingress:
+class IngressApp:
+    """The ingress itself, plain Python: Serve runs it as the `Ingress` deployment below, and
+    tests build it in-process over stand-in handles (tests/unit/test_ingress_routes.py)."""
+
     def __init__(
         self,
         model: DeploymentHandle,
-        config: dict[str, Any],
+        config: AppArgs,
         limiter: DeploymentHandle | None = None,
     ):
-        self.config = IngressConfig(**config)
+        self.config = config
         self.model = model
+        dedicated = config if isinstance(config, EndpointArgs) else None
+        self.endpoint_name = dedicated.name if dedicated else None
+        self.model_id = dedicated.model if dedicated else None  # a dedicated endpoint's model
         self.registry: dict[str, ModelSpec] = load_registry(
             _resolve(self.config.registry) if self.config.registry else None
         )
         self.keys = KeyRing(_resolve(self.config.keys_file))
-        if limiter is None and self.config.limiter_app:
+        if limiter is None and dedicated and dedicated.limiter_app:
             # Without checking that the app exists: a dedicated app may come up first, and
             # until the limiter answers, keys with their own limit are admitted uncounted.
             limiter = serve.get_deployment_handle(
-                "Limiter", app_name=self.config.limiter_app, _check_exists=False
+                "Limiter", app_name=dedicated.limiter_app, _check_exists=False
             )
-        default = self.config.rate_limit.requests if self.config.rate_limit else None
-        self.gate = Gate(self.keys, limiter, default)
+        shared = config if isinstance(config, SharedArgs) else None
+        self.rate_limit = shared.rate_limit.limit() if shared else None
+        self.gate = Gate(self.keys, limiter, self.rate_limit.requests if self.rate_limit else None)
         self.decode_budget = MemoryBudget(
             int(self.config.decode_memory_mb * MB), self.config.decode_wait_s
         )
         self.health_probe = CachedProbe(self._check_health, self.config.health_ttl_s)
-        self.limit_bytes = int(self.config.max_upload_mb * 1024 * 1024)
+        self.limit_bytes = int(self.config.max_upload_mb * MB)
         self.url_sources = UrlSources(self.config.allow_url_sources, self.config.url_timeout_s)
         self.endpoints = EndpointDirectory()
         self.metrics = IngressMetrics()
@@ -121,41 +103,14 @@ class Ingress:
 
     # -- the ASGI app, built per replica so routes can use this instance ---------------------
     def __serve_build_asgi_app__(self) -> Starlette:
-        if self.config.mode == "shared":
-            routes = [
-                Route("/api/models", self.list_models, methods=["GET"]),
-                Route("/api/models/{model_id}/predict", self.predict_shared, methods=["POST"]),
-                # The official SDK's paths: a Platform model URL, and a dedicated deployment.
-                Route(
-                    "/api/models/{owner}/{project}/{model_id}/predict",
-                    self.predict_shared,
-                    methods=["POST"],
-                ),
-                Route(
-                    "/api/deployments/{owner}/{deployment}/predict",
-                    self.predict_forwarded,
-                    methods=["POST"],
-                ),
-                Route("/health", self.health, methods=["GET"]),
-                # Serve routes a dedicated endpoint that does not exist here (prefix `/`): it
-                # answers exactly what a key restricted away from an existing one gets.
-                Route("/endpoints/{name}/predict", self.missing_endpoint, methods=["POST"]),
-                Route("/endpoints/{name}/info", self.missing_endpoint, methods=["GET"]),
-            ]
-        else:
-            routes = [
-                Route("/predict", self.predict_dedicated, methods=["POST"]),
-                Route("/health", self.health, methods=["GET"]),
-                Route("/info", self.info, methods=["GET"]),
-            ]
+        routes = api_routes(self.config.mode, self)
         # The Predict page, its assets and example images (relative URLs: same files at both).
         routes += PredictPages(
             self.config.mode,
-            endpoint=self.config.endpoint_name,
-            model=self.config.model_id,
+            endpoint=self.endpoint_name,
+            model=self.model_id,
             max_upload_mb=self.config.max_upload_mb,
         ).routes()
-        routes.append(Route("/openapi.json", self.api_description, methods=["GET"]))
         app = Starlette(
             routes=routes,
             exception_handlers={
@@ -164,6 +119,8 @@ class Ingress:
                 Exception: self._unexpected,
             },
         )
+        # Innermost, so that CORS, nosniff and the metrics see the 500 a mismatch becomes.
+        add_response_check(app)
         add_cors(app, self.config.cors_origins)
         app.add_middleware(NoSniffMiddleware)
         # Outermost, so it records the status of every response, whatever produced it.
@@ -206,19 +163,19 @@ class Ingress:
             info = await model_calls.describe(self.model, None, self.config.model_timeout_s)
         except ApiError as exc:
             unhealthy = {"healthy": False, "status": exc.message, "latencyMs": None}
-            return {**unhealthy, "model": self.config.model_id, "task": None}, 503
+            return {**unhealthy, "model": self.model_id, "task": None}, 503
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
         healthy = {"healthy": True, "status": "ready", "latencyMs": latency_ms}
-        return {**healthy, "model": self.config.model_id, "task": info["task"]}, 200
+        return {**healthy, "model": self.model_id, "task": info["task"]}, 200
 
     async def info(self, request: Request) -> Response:
-        admission = await self._admit(request, DEDICATED_INFO, self.config.model_id)
+        admission = await self._admit(request, DEDICATED_INFO, self.model_id)
         info = await model_calls.describe(self.model, None, self.config.model_timeout_s)
         return self._json(
             admission,
             {
-                "name": self.config.endpoint_name,
-                "model": self.config.model_id,
+                "name": self.endpoint_name,
+                "model": self.model_id,
                 "file": info["model"],
                 "task": info["task"],
                 "names": info["names"],
@@ -231,16 +188,19 @@ class Ingress:
         # Serve mounts an app under its route prefix (root_path): that is the document's server.
         root = request.scope.get("root_path", "")
         if root not in self._openapi:
-            self._openapi[root] = openapi.document(
+            site = openapi.site(
                 self.config.mode,
                 server_url=root,
-                endpoint=self.config.endpoint_name,
-                model=self.config.model_id,
+                endpoint=self.endpoint_name,
+                model=self.model_id,
                 models=list(self.registry),
                 max_upload_mb=self.config.max_upload_mb,
-                rate_limit=self.config.rate_limit,
+                rate_limit=self.rate_limit,
                 allow_url_sources=self.config.allow_url_sources,
             )
+            # The app's real route table, as built.
+            routes = documented_routes(self.config.mode, self, request.app.routes)
+            self._openapi[root] = openapi.document(routes, site)
         return JSONResponse(self._openapi[root])
 
     async def list_models(self, request: Request) -> Response:
@@ -260,9 +220,9 @@ class Ingress:
         return await self._predict(request, admission, self.registry[model_id])
 
     async def predict_dedicated(self, request: Request) -> Response:
-        assert self.config.model_id is not None
-        admission = await self._admit(request, DEDICATED_ROUTE, self.config.model_id)
-        return await self._predict(request, admission, self.registry[self.config.model_id])
+        assert self.model_id is not None
+        admission = await self._admit(request, DEDICATED_ROUTE, self.model_id)
+        return await self._predict(request, admission, self.registry[self.model_id])
 
     async def predict_forwarded(self, request: Request) -> Response:
         """`/api/deployments/{owner}/{name}/predict`: the dedicated endpoint `name`."""
@@ -345,3 +305,10 @@ class Ingress:
             inference=sum(prediction["speed"].values()),
         )
         return response
+
+
+# The Serve deployment: the same class behind Serve's ASGI ingress, named as serve_config.yaml
+# and the dashboards know it.
+Ingress = serve.deployment(
+    name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64
+)(serve.ingress()(IngressApp))

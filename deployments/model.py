@@ -22,14 +22,13 @@ import numpy as np
 import ray
 from ray import serve
 
+from deployments.config import DEFAULT_BATCH, AppArgs, EndpointArgs, SharedArgs
 from deployments.metrics import ModelMetrics
 from deployments.yolo import LoadedModel, library_versions, load_model, set_torch_threads
 from shared.registry import load_registry
 from shared.results import Prediction
 
 logger = logging.getLogger("ray.serve")
-
-DEFAULT_BATCH = {"max_batch_size": 4, "batch_wait_timeout_s": 0.005}
 
 
 def _replica_resources() -> tuple[str, int]:
@@ -48,30 +47,20 @@ def _replica_resources() -> tuple[str, int]:
 
 @serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=16)
 class ModelServer:
-    async def __init__(
-        self,
-        *,
-        registry: str | None = None,
-        model_id: str | None = None,
-        preload: list[str] | None = None,
-        max_models_per_replica: int = 3,
-        torch_threads: int | None = None,
-        backend: str = "torch",
-        stuck_after_s: float | None = None,
-    ):
-        self.registry = load_registry(registry)
+    async def __init__(self, args: AppArgs):
+        self.registry = load_registry(args.registry)
+        model_id = args.model if isinstance(args, EndpointArgs) else None
         self.fixed_model_id = model_id
-        self.device, threads = _replica_resources()
+        # Inference threads match the replica's CPU share.
+        self.device, self.threads = _replica_resources()
         self.versions = library_versions()
-        # Matched to the replica's CPU share unless the config says otherwise.
-        self.threads = torch_threads or threads
-        self.backend = backend  # "torch" | "onnx": what runs the network (deployments/yolo.py)
+        self.backend = args.backend  # what runs the network on CPU (deployments/yolo.py)
         self.batch_sizes: dict[int, int] = defaultdict(int)
         self.loads: list[str] = []  # every model load, in order (evictions show as reloads)
         self.metrics = ModelMetrics()
         # Inference calls running now (start times): the health check fails while one has run
         # past `stuck_after_s` (the app's model timeout), so Serve replaces a wedged replica.
-        self.stuck_after_s = stuck_after_s
+        self.stuck_after_s = args.model_timeout_s
         self._running: dict[int, float] = {}
         self._calls = 0
 
@@ -79,14 +68,13 @@ class ModelServer:
             return await asyncio.to_thread(self._load, model_id)
 
         # Wrapped per instance so the per-replica model limit comes from the config.
-        self._get_model = serve.multiplexed(
-            max_num_models_per_replica=1 if model_id else max_models_per_replica
-        )(load)
+        pool_size = args.max_models_per_replica if isinstance(args, SharedArgs) else 1
+        self._get_model = serve.multiplexed(max_num_models_per_replica=pool_size)(load)
         self._pinned: LoadedModel | None = None
         if model_id:
             self._pinned = await asyncio.to_thread(self._load, model_id)
         # A replica is not ready until its models are loaded and warm.
-        for extra in preload or []:
+        for extra in args.preload if isinstance(args, SharedArgs) else ():
             if extra != model_id:
                 await self._get_model(extra)
 

@@ -1,452 +1,234 @@
-"""The OpenAPI 3 document each ingress serves at `/openapi.json`: its routes, their parameters,
-responses and errors.
+"""The OpenAPI 3.1 document of a route table, generated from what its routes declare.
 
-Ranges come from `shared/params.py` and limits from the app's own config, so the document cannot
-drift from what the service enforces; tests/test_openapi.py fuzzes the live service against it
-with schemathesis. The shared app's document covers every public route on the host (dedicated
-endpoints as `/endpoints/{endpoint}/...`); a dedicated endpoint's covers its own routes, with its
-route prefix as the server URL.
+Like Starlette's `SchemaGenerator`, it walks the app's real routes (mounts included); each
+`ApiRoute`'s `Operation` gives the path item, and the pydantic models its replies and forms name
+(`deployments/schemas.py`) give `components/schemas`. Nothing is listed twice: a route or a
+model that exists is described, and one that does not is not. tests/test_openapi.py fuzzes the
+live service against the result with schemathesis.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, models_json_schema
+from starlette.routing import BaseRoute, Mount, Route
+
+from deployments.routes import ApiMount, ApiRoute, Header, Operation, PathParam, Reply
 from shared.keys import KEY_PATTERN
-from shared.params import CONF_RANGE, DECIMALS_RANGE, IMGSZ_RANGE, IOU_RANGE, PredictParams
 from shared.ratelimit import RateLimit
+from shared.settings import DEFAULT_MAX_UPLOAD_MB
 
-OPENAPI_VERSION = "3.0.3"
+OPENAPI_VERSION = "3.1.0"
 API_VERSION = "1"
-# Same rule as shared/registry.py's model IDs; endpoint names are used as model-like slugs too.
-SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-# A 32x32 grey PNG, so that documentation and the fuzzer's example reach a real model.
-EXAMPLE_SOURCE = (
-    "iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAIAAAD8GO2jAAAAK0lEQVR42u3NIQEAMAgAMHhqNJrQLwFuK7Csnrj04ph"
-    "AIBAIBAKBQCDY8gEG7AHGQfZyaQAAAABJRU5ErkJggg=="
-)
-_REF = "#/components"
 _JSON = "application/json"
+_SCHEMAS = "#/components/schemas/"
+_PARAM = re.compile(r"{(\w+)(:\w+)?}")
 
 
-def _ref(kind: str, name: str) -> dict[str, str]:
-    return {"$ref": f"{_REF}/{kind}/{name}"}
+@dataclass(frozen=True)
+class Site:
+    """What the document says about the app serving it."""
+
+    title: str
+    server_url: str = ""  # the app's route prefix
+    rate_limit: RateLimit | None = None  # the app's default limit, on routes that count it
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB
+    allow_url_sources: bool = False
+    examples: Mapping[str, str] = field(default_factory=dict)  # path parameter -> a real value
 
 
-def _json(schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
-    return {"description": description, "content": {_JSON: {"schema": schema}}, **extra}
-
-
-def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    response = _json(_ref("schemas", "Error"), description)
-    if headers:
-        response["headers"] = headers
-    return response
-
-
-def _integer_header(description: str, required: bool = False) -> dict[str, Any]:
-    return {
-        "description": description,
-        "required": required,
-        "schema": {"type": "integer", "minimum": 0},
-    }
-
-
-def _schemas() -> dict[str, Any]:
-    number = {"type": "number"}
-    box = {
-        "type": "object",
-        "required": ["x1", "y1", "x2", "y2"],
-        "properties": {k: number for k in ("x1", "y1", "x2", "y2")},
-    }
-    corners = [f"{axis}{n}" for n in range(1, 5) for axis in ("x", "y")]
-    return {
-        "Error": {
-            "type": "object",
-            "required": ["error"],
-            "properties": {
-                "error": {"type": "string", "minLength": 1, "description": "What went wrong"},
-                "requestId": {
-                    "type": "string",
-                    "description": "500 only: quote it when reporting the problem",
-                },
-            },
-        },
-        "Box": box,
-        "Keypoint": {
-            "type": "object",
-            "required": ["x", "y", "conf"],
-            "properties": {"x": number, "y": number, "conf": number},
-        },
-        "Result": {
-            "type": "object",
-            "description": "One detection (box; segments, keypoints or obb by task), or one "
-            "class of a classification's top 5 (no box).",
-            "required": ["class", "name", "confidence"],
-            "properties": {
-                "class": {"type": "integer", "minimum": 0},
-                "name": {"type": "string"},
-                "confidence": {"type": "number", "minimum": 0, "maximum": 1},
-                "box": _ref("schemas", "Box"),
-                "segments": {
-                    "type": "array",
-                    "description": "Polygon points [x, y]",
-                    "items": {"type": "array", "minItems": 2, "maxItems": 2, "items": number},
-                },
-                "keypoints": {"type": "array", "items": _ref("schemas", "Keypoint")},
-                "obb": {
-                    "type": "object",
-                    "required": corners,
-                    "properties": {k: number for k in corners},
-                },
-            },
-        },
-        "PredictResponse": {
-            "type": "object",
-            "required": ["images", "metadata"],
-            "properties": {
-                "images": {
-                    "type": "array",
-                    "minItems": 1,
-                    "maxItems": 1,
-                    "items": {
-                        "type": "object",
-                        "required": ["shape", "results", "speed"],
-                        "properties": {
-                            "shape": {
-                                "type": "array",
-                                "description": "[height, width] of the image as sent",
-                                "minItems": 2,
-                                "maxItems": 2,
-                                "items": {"type": "integer", "minimum": 1},
-                            },
-                            "results": {"type": "array", "items": _ref("schemas", "Result")},
-                            "speed": {
-                                "type": "object",
-                                "description": "Milliseconds per stage",
-                                "additionalProperties": number,
-                            },
-                        },
-                    },
-                },
-                "metadata": {
-                    "type": "object",
-                    "required": ["imageCount", "functionTimeCall", "model", "version"],
-                    "properties": {
-                        "imageCount": {"type": "integer", "minimum": 1},
-                        "functionTimeCall": {"type": "number", "minimum": 0},
-                        "model": {"type": "string", "description": "Weights file name"},
-                        "version": {
-                            "type": "object",
-                            "additionalProperties": {"type": "string"},
-                        },
-                        "task": {"type": "string"},
-                        "classNames": {"type": "array", "items": {"type": "string"}},
-                    },
-                },
-            },
-        },
-        "ModelList": {
-            "type": "object",
-            "required": ["models"],
-            "properties": {
-                "models": {
-                    "type": "array",
-                    "items": {
-                        "type": "object",
-                        "required": ["id", "task", "file"],
-                        "properties": {
-                            "id": {"type": "string"},
-                            "task": {"type": "string"},
-                            "file": {"type": "string"},
-                        },
-                    },
-                }
-            },
-        },
-        "Health": {
-            "type": "object",
-            "required": ["healthy", "status"],
-            "properties": {
-                "healthy": {"type": "boolean"},
-                "status": {"type": "string"},
-                "latencyMs": {"type": "number", "nullable": True},
-                "model": {"type": "string", "nullable": True},
-                "task": {"type": "string", "nullable": True},
-            },
-        },
-        "EndpointInfo": {
-            "type": "object",
-            "required": ["name", "model", "file", "task", "names", "imgsz", "device"],
-            "properties": {
-                "name": {"type": "string"},
-                "model": {"type": "string"},
-                "file": {"type": "string"},
-                "task": {"type": "string"},
-                "names": {"type": "array", "items": {"type": "string"}},
-                "imgsz": {"type": "integer"},
-                "device": {"type": "string"},
-            },
-        },
-    }
-
-
-def _predict_form(max_upload_mb: float, allow_url_sources: bool) -> dict[str, Any]:
-    defaults = PredictParams()
-    source = "The image as base64 or a base64 data URI"
-    if allow_url_sources:
-        source += ", or an http(s) URL that the server fetches"
-    return {
-        "type": "object",
-        "description": "Exactly one of `file` or `source`, and optionally the parameters.",
-        "properties": {
-            "file": {
-                "type": "string",
-                "format": "binary",
-                "description": f"The image (JPEG, PNG, WebP, AVIF, HEIC, JP2, TIFF, BMP, DNG, "
-                f"MPO), at most {max_upload_mb:g} MB",
-            },
-            "source": {"type": "string", "description": source, "example": EXAMPLE_SOURCE},
-            "conf": {
-                "type": "number",
-                "minimum": CONF_RANGE[0],
-                "maximum": CONF_RANGE[1],
-                "default": defaults.conf,
-                "description": "Minimum confidence",
-            },
-            "iou": {
-                "type": "number",
-                "minimum": IOU_RANGE[0],
-                "maximum": IOU_RANGE[1],
-                "default": defaults.iou,
-                "description": "NMS IoU threshold",
-            },
-            "imgsz": {
-                "type": "integer",
-                "minimum": IMGSZ_RANGE[0],
-                "maximum": IMGSZ_RANGE[1],
-                "default": defaults.imgsz,
-                "description": "Inference size (the model's own size when omitted)",
-            },
-            "normalize": {
-                "type": "boolean",
-                "default": defaults.normalize,
-                "description": "Coordinates as 0-1 fractions of the image's width and height",
-            },
-            "decimals": {
-                "type": "integer",
-                "minimum": DECIMALS_RANGE[0],
-                "maximum": DECIMALS_RANGE[1],
-                "default": defaults.decimals,
-                "description": "Decimal places of coordinates and confidences",
-            },
-        },
-        "additionalProperties": False,
-        "oneOf": [{"required": ["file"]}, {"required": ["source"]}],
-    }
-
-
-def _path_param(name: str, description: str, pattern: str, example: str | None) -> dict:
-    schema: dict[str, Any] = {"type": "string", "pattern": pattern}
-    param = {"name": name, "in": "path", "required": True, "description": description}
-    if example:
-        param["example"] = example
-    return {**param, "schema": schema}
-
-
-def _predict_operation(
-    summary: str,
-    parameters: list[dict[str, Any]],
-    *,
-    rate_limited: bool,
-    not_found: str | None,
-) -> dict[str, Any]:
-    limit_headers = (
-        {
-            "X-RateLimit-Limit": _integer_header("Requests allowed per window for this key"),
-            "X-RateLimit-Remaining": _integer_header("Requests left in the current window"),
-            "X-RateLimit-Reset": _integer_header("Seconds until the window has room again"),
-        }
-        if rate_limited
-        else {}
-    )
-    ok = _json(_ref("schemas", "PredictResponse"), "Predictions for the image")
-    if limit_headers:
-        ok["headers"] = limit_headers
-    responses: dict[str, Any] = {
-        "200": ok,
-        "400": _ref("responses", "BadRequest"),
-        "401": _ref("responses", "Unauthorized"),
-    }
-    if not_found:
-        responses["404"] = _error(not_found)
-    responses["413"] = _ref("responses", "TooLarge")
-    if rate_limited:
-        responses["429"] = _ref("responses", "RateLimited")
-    responses.update(
-        {
-            "500": _ref("responses", "ServerError"),
-            "503": _ref("responses", "Unavailable"),
-            "504": _ref("responses", "Timeout"),
-        }
-    )
-    return {
-        "post": {
-            "summary": summary,
-            "parameters": parameters,
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {
-                        "schema": _ref("schemas", "PredictForm"),
-                        "encoding": {"file": {"contentType": "application/octet-stream"}},
-                    }
-                },
-            },
-            "responses": responses,
-        }
-    }
-
-
-def _health_operation(dedicated: bool, parameters: list[dict[str, Any]]) -> dict[str, Any]:
-    responses: dict[str, Any] = {"200": _json(_ref("schemas", "Health"), "Serving")}
-    if dedicated:
-        responses["404"] = _error("No such endpoint")
-        responses["503"] = _json(_ref("schemas", "Health"), "The model does not answer")
-    return {
-        "get": {
-            "summary": "Liveness" + (": the model answers, and how fast" if dedicated else ""),
-            "security": [],
-            "parameters": parameters,
-            "responses": responses,
-        }
-    }
-
-
-def _info_operation(parameters: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "get": {
-            "summary": "The endpoint's model: task, class names, input size, device",
-            "parameters": parameters,
-            "responses": {
-                "200": _json(_ref("schemas", "EndpointInfo"), "The endpoint's model"),
-                "401": _ref("responses", "Unauthorized"),
-                "404": _error("No such endpoint"),
-                "500": _ref("responses", "ServerError"),
-                "503": _ref("responses", "Unavailable"),
-                "504": _ref("responses", "Timeout"),
-            },
-        }
-    }
-
-
-def _dedicated_paths(prefix: str, parameters: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        f"{prefix}/predict": _predict_operation(
-            "Predict with this endpoint's model (no rate limit)",
-            parameters,
-            rate_limited=False,
-            not_found="No such endpoint" if parameters else None,
-        ),
-        f"{prefix}/health": _health_operation(True, parameters),
-        f"{prefix}/info": _info_operation(parameters),
-    }
-
-
-def _shared_paths(models: list[str], rate_limit: RateLimit | None) -> dict[str, Any]:
-    example = models[0] if models else None
-    model_id = _path_param("modelId", "A model ID from `GET /api/models`", SLUG_PATTERN, example)
-    per_key = (
-        f" ({rate_limit.requests} requests per {rate_limit.window_s:g} s per API key)"
-        if rate_limit
-        else ""
-    )
-    segment = r"^[^/]+$"
-    endpoint = _path_param("endpoint", "A dedicated endpoint's name", SLUG_PATTERN, None)
-    return {
-        "/api/models": {
-            "get": {
-                "summary": "The models this key may use",
-                "responses": {
-                    "200": _json(_ref("schemas", "ModelList"), "Model IDs with task and file"),
-                    "401": _ref("responses", "Unauthorized"),
-                    "500": _ref("responses", "ServerError"),
-                },
-            }
-        },
-        "/api/models/{modelId}/predict": _predict_operation(
-            "Predict with a registry model" + per_key,
-            [model_id],
-            rate_limited=rate_limit is not None,
-            not_found="Model not found (unknown, or not allowed for this key)",
-        ),
-        "/api/models/{owner}/{project}/{modelId}/predict": _predict_operation(
-            "The same, at the official SDK's model URL (owner and project are ignored)",
-            [
-                _path_param("owner", "Ignored", segment, "me"),
-                _path_param("project", "Ignored", segment, "demo"),
-                model_id,
-            ],
-            rate_limited=rate_limit is not None,
-            not_found="Model not found (unknown, or not allowed for this key)",
-        ),
-        "/api/deployments/{owner}/{deployment}/predict": _predict_operation(
-            "Predict with a dedicated endpoint by name, at the official SDK's deployment URL "
-            "(no rate limit)",
-            [
-                _path_param("owner", "Ignored", segment, "me"),
-                _path_param("deployment", "A dedicated endpoint's name", SLUG_PATTERN, None),
-            ],
-            rate_limited=False,
-            not_found="Deployment not found",
-        ),
-        "/health": _health_operation(False, []),
-        **_dedicated_paths("/endpoints/{endpoint}", [endpoint]),
-    }
-
-
-def document(
+def site(
     mode: str,
     *,
     server_url: str = "",
     endpoint: str | None = None,
     model: str | None = None,
-    models: list[str] | None = None,
-    max_upload_mb: float = 10,
+    models: Sequence[str] = (),
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     rate_limit: RateLimit | None = None,
     allow_url_sources: bool = False,
-) -> dict[str, Any]:
-    """The document for a `shared` or `dedicated` ingress mounted at `server_url`."""
+) -> Site:
+    """The site of a `shared` or `dedicated` ingress mounted at `server_url`."""
     if mode == "shared":
         title = "YOLO Endpoints: shared predict service"
-        paths = _shared_paths(list(models or []), rate_limit)
     else:
         title = f"YOLO Endpoints: dedicated endpoint {endpoint} ({model})"
-        paths = _dedicated_paths("", [])
-    paths["/openapi.json"] = {
-        "get": {
-            "summary": "This document",
-            "security": [],
-            "responses": {"200": _json({"type": "object"}, "OpenAPI 3 document")},
+    return Site(
+        title,
+        server_url,
+        rate_limit,
+        max_upload_mb,
+        allow_url_sources,
+        # A real model, so that the documentation's example (and the fuzzer's) reaches one.
+        {"modelId": models[0]} if models else {},
+    )
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    path: str  # as documented: `{modelId}`, not the route's `{model_id}`
+    method: str
+    operation: Operation
+
+
+def endpoints(routes: Sequence[BaseRoute]) -> Iterator[Endpoint]:
+    """Every documented (path, method) of a route table, mounts flattened into their routes."""
+    for route in routes:
+        if isinstance(route, ApiMount):
+            for inner in endpoints(route.routes):
+                operation = dataclasses.replace(
+                    inner.operation,
+                    params=(*route.params, *inner.operation.params),
+                    responses={**inner.operation.responses, **route.responses},
+                )
+                path = _documented(route.path, route.params) + inner.path
+                yield Endpoint(path, inner.method, operation)
+        elif isinstance(route, ApiRoute) and route.include_in_schema:
+            path = _documented(route.path, route.operation.params)
+            for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
+                yield Endpoint(path, method.lower(), route.operation)
+        elif isinstance(route, Route | Mount) and getattr(route, "include_in_schema", True):
+            raise ValueError(
+                f"route {route.path} declares no operation: make it an ApiRoute, or leave it "
+                "out of the document with include_in_schema=False"
+            )
+
+
+def _documented(path: str, params: Sequence[PathParam]) -> str:
+    """The route's path with its parameters as the document names them (each one declared)."""
+    declared = {p.in_route: p for p in params}
+    in_path = [m.group(1) for m in _PARAM.finditer(path)]
+    if sorted(in_path) != sorted(declared):
+        raise ValueError(f"route {path} declares path parameters {sorted(declared)}")
+    return _PARAM.sub(lambda m: "{" + declared[m.group(1)].name + "}", path)
+
+
+class _Schemas(GenerateJsonSchema):
+    # A property's title repeats its name; only the models' own titles say anything.
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        return False
+
+
+class _Builder:
+    def __init__(self, site: Site, found: list[Endpoint]):
+        self.site = site
+        self.found = found
+        self.facts = {"max_upload_mb": f"{site.max_upload_mb:g}"}
+        self.shared_replies: dict[str, dict[str, Any]] = {}
+        models = sorted(
+            {reply.model for e in found for reply in self._replies(e.operation).values()}
+            | {form.model for e in found for form in e.operation.forms},
+            key=lambda m: m.__name__,
+        )
+        refs, defs = models_json_schema(
+            [(m, "validation") for m in models],
+            by_alias=True,
+            ref_template=_SCHEMAS + "{model}",
+            schema_generator=_Schemas,
+        )
+        self.refs = {model: ref["$ref"] for (model, _), ref in refs.items()}
+        self.schemas: dict[str, Any] = defs.get("$defs", {})
+
+    def _replies(self, operation: Operation) -> dict[int, Reply]:
+        replies = dict(operation.responses)
+        if operation.counted and self.site.rate_limit:
+            replies[429] = operation.counted.reply
+        return dict(sorted(replies.items()))
+
+    def paths(self) -> dict[str, Any]:
+        paths: dict[str, dict[str, Any]] = {}
+        for endpoint in self.found:
+            item = paths.setdefault(endpoint.path, {})
+            if endpoint.method in item:
+                raise ValueError(f"{endpoint.method.upper()} {endpoint.path} is routed twice")
+            item[endpoint.method] = self._operation(endpoint.operation)
+        return paths
+
+    def _operation(self, operation: Operation) -> dict[str, Any]:
+        counted = self.site.rate_limit if operation.counted else None
+        summary = operation.summary
+        if counted:
+            summary += f" ({counted.requests} requests per {counted.window_s:g} s per API key)"
+        out: dict[str, Any] = {"summary": summary}
+        if operation.public:
+            out["security"] = []
+        if operation.params:
+            out["parameters"] = [self._param(p) for p in operation.params]
+        if operation.forms:
+            content = {f.media_type: self._form(f.media_type, f.model) for f in operation.forms}
+            out["requestBody"] = {"required": True, "content": content}
+        success_headers = operation.counted.headers if counted and operation.counted else ()
+        out["responses"] = {
+            str(status): self._reply(reply, success_headers if status < 300 else ())
+            for status, reply in self._replies(operation).items()
         }
-    }
-    retry_after = {"Retry-After": _integer_header("Seconds to wait before retrying", required=True)}
-    challenge = {
-        "WWW-Authenticate": {
-            "description": "The scheme wanted: Bearer",
+        return out
+
+    def _param(self, param: PathParam) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": param.name,
+            "in": "path",
             "required": True,
-            "schema": {"type": "string"},
+            "description": param.description,
+            "schema": {"type": "string", "pattern": param.pattern},
         }
-    }
+        example = self.site.examples.get(param.name, param.example)
+        if example:
+            out["example"] = example
+        return out
+
+    def _form(self, media_type: str, model: type[BaseModel]) -> dict[str, Any]:
+        out: dict[str, Any] = {"schema": {"$ref": self.refs[model]}}
+        if media_type.startswith("multipart/"):
+            properties = self.schemas[self.refs[model].removeprefix(_SCHEMAS)]["properties"]
+            binary = [n for n, p in properties.items() if p.get("format") == "binary"]
+            if binary:
+                out["encoding"] = {n: {"contentType": "application/octet-stream"} for n in binary}
+        return out
+
+    def _reply(self, reply: Reply, extra_headers: tuple[Header, ...]) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "description": reply.description.format_map(self.facts),
+            "content": {_JSON: {"schema": {"$ref": self.refs[reply.model]}}},
+        }
+        headers = (*reply.headers, *extra_headers)
+        if headers:
+            out["headers"] = {h.name: _header(h) for h in headers}
+        if reply.name is None or extra_headers:
+            return out
+        if self.shared_replies.setdefault(reply.name, out) != out:
+            raise ValueError(f"two different replies are named {reply.name}")
+        return {"$ref": f"#/components/responses/{reply.name}"}
+
+
+def _header(header: Header) -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": header.kind}
+    if header.kind == "integer":
+        schema["minimum"] = 0
+    return {"description": header.description, "required": header.required, "schema": schema}
+
+
+def document(routes: Sequence[BaseRoute], site: Site) -> dict[str, Any]:
+    """The document of `routes` (an app's route table, mounts included) served by `site`."""
+    builder = _Builder(site, list(endpoints(routes)))
+    paths = builder.paths()
+    urls = "may" if site.allow_url_sources else "may not"
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
-            "title": title,
+            "title": site.title,
             "version": API_VERSION,
             "description": "Ultralytics Platform compatible inference. Errors are always JSON "
-            '`{"error": "..."}`.',
+            f'`{{"error": "..."}}`. Images up to {site.max_upload_mb:g} MB; `source` {urls} be '
+            "an http(s) URL on this server.",
         },
-        "servers": [{"url": server_url or "/"}],
+        "servers": [{"url": site.server_url or "/"}],
         "security": [{"bearer": []}],
         "paths": paths,
         "components": {
@@ -454,36 +236,11 @@ def document(
                 "bearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": f"An API key: `Authorization: Bearer <key>`, key matching "
+                    "description": "An API key: `Authorization: Bearer <key>`, key matching "
                     f"{KEY_PATTERN.pattern}",
                 }
             },
-            "schemas": {
-                **_schemas(),
-                "PredictForm": _predict_form(max_upload_mb, allow_url_sources),
-            },
-            "responses": {
-                "BadRequest": _error(
-                    "Invalid request: image, form field or parameter (the message names it)"
-                ),
-                "Unauthorized": _error("Missing, malformed, invalid or revoked API key", challenge),
-                "TooLarge": _error(f"The image is over {max_upload_mb:g} MB"),
-                "RateLimited": _error(
-                    "Too many requests for this key in the window",
-                    {
-                        **retry_after,
-                        "X-RateLimit-Limit": _integer_header("Requests allowed per window"),
-                        "X-RateLimit-Remaining": _integer_header("Always 0 here"),
-                        "X-RateLimit-Reset": _integer_header("Seconds until there is room"),
-                    },
-                ),
-                "ServerError": _error("Unexpected failure: retry, quote requestId if it persists"),
-                "Unavailable": _error(
-                    "The model is busy (queue full) or has no ready replica: retry after "
-                    "Retry-After when given",
-                    {"Retry-After": _integer_header("Seconds to wait before retrying")},
-                ),
-                "Timeout": _error("The model gave no answer within the configured timeout"),
-            },
+            "schemas": builder.schemas,
+            "responses": builder.shared_replies,
         },
     }

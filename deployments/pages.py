@@ -19,6 +19,7 @@ from starlette.routing import Route
 
 from shared.assets import EXAMPLES, example_image
 from shared.errors import ApiError
+from shared.settings import DEFAULT_MAX_UPLOAD_MB
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -100,7 +101,7 @@ class PredictPages:
         *,
         endpoint: str | None = None,
         model: str | None = None,
-        max_upload_mb: float = 10,
+        max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     ):
         self.files = _static_files()
         self.html = render_page(
@@ -112,10 +113,14 @@ class PredictPages:
         )
 
     def routes(self) -> list[Route]:
+        # A page for people, not part of the API: /openapi.json leaves them out.
         return [
-            Route("/", self.page, methods=["GET"]),
-            Route("/static/{path:path}", self.asset, methods=["GET"]),
-            Route("/examples/{name}", self.example, methods=["GET"]),
+            Route(path, endpoint, methods=["GET"], include_in_schema=False)
+            for path, endpoint in (
+                ("/", self.page),
+                ("/static/{path:path}", self.asset),
+                ("/examples/{name}", self.example),
+            )
         ]
 
     async def page(self, request: Request) -> Response:

@@ -9,6 +9,7 @@ proxy starts), and Ultralytics' offline switches (read when it is imported).
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,16 +33,19 @@ class Settings:
     registry: Path  # YOLO_ENDPOINTS_REGISTRY: models.yaml
     weights_dir: Path  # YOLO_ENDPOINTS_WEIGHTS: where fetched weights are cached
     max_upload_mb: float  # YOLO_MAX_UPLOAD_MB: the proxy edge guard's limit
+    # YOLO_VALIDATE_RESPONSES=1: every JSON response is checked against its route's declared
+    # model (deployments/response_check.py); the test cluster turns it on.
+    validate_responses: bool
 
 
-def settings() -> Settings:
+def settings(env: Mapping[str, str] = os.environ) -> Settings:
     """Read now (not at import), so a test or a subprocess sees its own environment."""
-    env = os.environ
     return Settings(
         keys_file=Path(env.get("YOLO_ENDPOINTS_KEYS", PROJECT_ROOT / ".keys" / "keys.json")),
         registry=Path(env.get("YOLO_ENDPOINTS_REGISTRY", PROJECT_ROOT / "models.yaml")),
         weights_dir=Path(env.get("YOLO_ENDPOINTS_WEIGHTS", PROJECT_ROOT / ".weights")).resolve(),
         max_upload_mb=float(env.get("YOLO_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB)),
+        validate_responses=env.get("YOLO_VALIDATE_RESPONSES", "") == "1",
     )
 
 

@@ -64,6 +64,10 @@ def test_config(keys_file: Path) -> dict:
     config["http_options"]["port"] = PORTS.http
     for app in config["applications"]:
         app.setdefault("args", {})["keys_file"] = str(keys_file)
+        # Every JSON body is held to the model its route declares (deployments/response_check.py):
+        # a drift between a route and its schema fails whichever live test touches it.
+        env = app.setdefault("runtime_env", {}).setdefault("env_vars", {})
+        env["YOLO_VALIDATE_RESPONSES"] = "1"
         if app["name"] == "shared":
             # The real 20 per window, in a window short enough to watch roll; two ingress
             # replicas, so that the limit is shown to hold across replicas.

@@ -20,7 +20,8 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
-from deployments.app import EndpointArgs, _dedicated, _ingress_config, _model_options
+from deployments.app import model_options
+from deployments.config import EndpointArgs
 from deployments.ingress import Ingress
 from deployments.model import ModelServer
 from shared.registry import PROJECT_ROOT
@@ -53,13 +54,8 @@ StallingModelServer = serve.deployment(_StallingModelServer, name=DEPLOYMENT)
 
 def build_stalling_endpoint(raw_args: dict[str, Any]) -> Application:
     args = EndpointArgs.model_validate(raw_args)
-    model = StallingModelServer.options(**_model_options(args, DEPLOYMENT)).bind(
-        registry=args.registry,
-        model_id=args.model,
-        backend=args.backend,
-        stuck_after_s=args.model_timeout_s,
-    )
-    return Ingress.bind(model, _ingress_config(args, **_dedicated(args)))
+    model = StallingModelServer.options(**model_options(args, DEPLOYMENT)).bind(args)
+    return Ingress.bind(model, args)
 
 
 def stalling_app(

@@ -1,0 +1,102 @@
+"""Each application's typed configuration: its `args` in serve_config.yaml, validated once.
+
+The builders (deployments/app.py) validate an app's `args` with one of these models, so a typo
+in the YAML fails the deploy with a clear message instead of running with a default, and the
+same object then reaches the ingress and the model deployment as it is: every default is
+written here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from shared.origins import parse_origins
+from shared.ratelimit import RateLimit
+from shared.settings import DEFAULT_MAX_UPLOAD_MB
+
+# The model deployment's batching knobs when an app's user_config does not set them.
+DEFAULT_BATCH = {"max_batch_size": 4, "batch_wait_timeout_s": 0.005}
+
+
+class Batching(BaseModel):
+    """Defaults for the model deployment's user_config (which `serve deploy` changes live)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    max_batch_size: int = Field(DEFAULT_BATCH["max_batch_size"], ge=1, le=256)
+    batch_wait_timeout_s: float = Field(DEFAULT_BATCH["batch_wait_timeout_s"], ge=0, le=10)
+
+
+class CommonArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    registry: str | None = None  # default: models.yaml in the project
+    keys_file: str = ".keys/keys.json"
+    max_upload_mb: float = Field(DEFAULT_MAX_UPLOAD_MB, gt=0, le=100)
+    num_cpus: float = Field(2, ge=0)  # per model replica; inference threads follow it
+    num_gpus: float = Field(0, ge=0)
+    batching: Batching = Batching()
+    autoscaling: str | dict[str, Any] | None = None  # a preset name from autoscaling/presets.py
+    autoscaling_overrides: dict[str, Any] | None = None
+    num_replicas: int = Field(1, ge=1)  # when autoscaling is off
+    allow_url_sources: bool = False  # `source` may be an http(s) URL; off: SSRF surface
+    url_timeout_s: float = Field(10, gt=0, le=60)
+    # What runs the network on CPU: ONNX Runtime (exported once from the same weights, cached
+    # beside them) or PyTorch. GPU replicas always use torch (FP16). bench/README.md: figures.
+    backend: Literal["torch", "onnx"] = "onnx"
+    # The longest the ingress waits for a model answer before a JSON 504, and the longest an
+    # inference may run before the model replica fails its health check; keep it below
+    # http_options.request_timeout_s, past which the proxy itself gives up.
+    model_timeout_s: float = Field(30, gt=0, le=600)
+    # Requests each ingress replica may hold waiting for a free model replica slot (beyond every
+    # replica's max_ongoing_requests); past it a fast 503 with Retry-After. -1: unbounded.
+    max_queued_requests: int = Field(64, ge=-1)
+    # Origins (scheme://host[:port]) whose pages may call this app from a browser; empty:
+    # same-origin only, no CORS headers at all.
+    cors_origins: tuple[str, ...] = ()
+    # Bytes that concurrent image decodes of one ingress replica may hold at once (each
+    # reserves its header-derived peak first), and how long one may wait for its share before
+    # a JSON 503 with Retry-After.
+    decode_memory_mb: float = Field(1024, gt=0)
+    decode_wait_s: float = Field(2, ge=0, le=60)
+    # A dedicated endpoint's /health answer (one model round trip) is reused this long.
+    health_ttl_s: float = Field(1, ge=0, le=60)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(parse_origins(list(value)))
+
+
+class RateLimitArgs(BaseModel):
+    """Requests per rolling window per API key (a key's own `rate_limit` overrides `requests`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    requests: int = Field(20, ge=1)
+    window_s: float = Field(60, gt=0)
+
+    def limit(self) -> RateLimit:
+        return RateLimit(self.requests, self.window_s)
+
+
+class SharedArgs(CommonArgs):
+    """The shared predict service: every registry model, rate-limited per key."""
+
+    mode: Literal["shared"] = "shared"
+    preload: tuple[str, ...] = ()
+    max_models_per_replica: int = Field(3, ge=1)
+    rate_limit: RateLimitArgs = RateLimitArgs()
+
+
+class EndpointArgs(CommonArgs):
+    """A dedicated endpoint: one model, its own replicas, no rate limit but a key's own."""
+
+    mode: Literal["dedicated"] = "dedicated"
+    name: str
+    model: str
+    # The app whose Limiter counts keys that have a rate_limit of their own (keys without one
+    # are not limited here); null: such keys go uncounted on this endpoint.
+    limiter_app: str | None = "shared"
+
+
+AppArgs = SharedArgs | EndpointArgs

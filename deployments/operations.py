@@ -1,0 +1,155 @@
+"""What each API operation promises: path parameters, request forms, and the reply per status.
+
+The route table (`deployments/api_routes.py`) attaches one of these to each route; the bodies
+are the models of `deployments/schemas.py`. Statuses are the ones the route can answer: 401
+from the key check, 429 from the app's rate limit (`COUNTED`, only where the app has one), 404
+from the gate's model check, 413/400 from the upload, and 503/504 from the model call.
+"""
+
+from __future__ import annotations
+
+from deployments import schemas
+from deployments.routes import Counted, Form, Header, Operation, PathParam, Reply
+
+# Same rule as shared/registry.py's model IDs; endpoint names are used as model-like slugs too.
+SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+_SEGMENT = r"^[^/]+$"
+
+MODEL_ID = PathParam("modelId", "A model ID from `GET /api/models`", SLUG_PATTERN, "model_id")
+OWNER = PathParam("owner", "Ignored", _SEGMENT, example="me")
+PROJECT = PathParam("project", "Ignored", _SEGMENT, example="demo")
+DEPLOYMENT = PathParam("deployment", "A dedicated endpoint's name", SLUG_PATTERN)
+ENDPOINT = PathParam("endpoint", "A dedicated endpoint's name", SLUG_PATTERN)
+
+_LIMIT = Header("X-RateLimit-Limit", "Requests allowed per window for this key")
+_RESET = Header("X-RateLimit-Reset", "Seconds until the window has room again")
+
+BAD_REQUEST = Reply(
+    schemas.Error,
+    "Invalid request: image, form field or parameter (the message names it)",
+    name="BadRequest",
+)
+UNAUTHORIZED = Reply(
+    schemas.Error,
+    "Missing, malformed, invalid or revoked API key",
+    (Header("WWW-Authenticate", "The scheme wanted: Bearer", required=True, kind="string"),),
+    name="Unauthorized",
+)
+TOO_LARGE = Reply(schemas.Error, "The image is over {max_upload_mb} MB", name="TooLarge")
+RATE_LIMITED = Reply(
+    schemas.Error,
+    "Too many requests for this key in the window",
+    (
+        Header("Retry-After", "Seconds to wait before retrying", required=True),
+        _LIMIT,
+        Header("X-RateLimit-Remaining", "Always 0 here"),
+        _RESET,
+    ),
+    name="RateLimited",
+)
+SERVER_ERROR = Reply(
+    schemas.Error, "Unexpected failure: retry, quote requestId if it persists", name="ServerError"
+)
+UNAVAILABLE = Reply(
+    schemas.Error,
+    "The model is busy (queue full) or has no ready replica: retry after Retry-After when given",
+    (Header("Retry-After", "Seconds to wait before retrying"),),
+    name="Unavailable",
+)
+TIMEOUT = Reply(
+    schemas.Error, "The model gave no answer within the configured timeout", name="Timeout"
+)
+COUNTED = Counted(
+    RATE_LIMITED,
+    (_LIMIT, Header("X-RateLimit-Remaining", "Requests left in the current window"), _RESET),
+)
+_MODEL_CALL = {500: SERVER_ERROR, 503: UNAVAILABLE, 504: TIMEOUT}
+
+_PREDICT_FORMS = (
+    Form("multipart/form-data", schemas.PredictForm),
+    # What the official SDK sends for a `source` without a `file`.
+    Form("application/x-www-form-urlencoded", schemas.SourceForm),
+)
+_PREDICTIONS = Reply(
+    schemas.PredictResponse,
+    "Predictions for the image",
+    (Header("Server-Timing", "Where the time went, in ms", kind="string"),),
+)
+_MODEL_NOT_FOUND = "Model not found (unknown, or not allowed for this key)"
+
+
+def _predict(
+    summary: str, params: tuple[PathParam, ...], not_found: str, counted: Counted | None = None
+) -> Operation:
+    return Operation(
+        summary,
+        {
+            200: _PREDICTIONS,
+            400: BAD_REQUEST,
+            401: UNAUTHORIZED,
+            404: Reply(schemas.Error, not_found),
+            413: TOO_LARGE,
+            **_MODEL_CALL,
+        },
+        params,
+        _PREDICT_FORMS,
+        counted=counted,
+    )
+
+
+# -- the shared service --------------------------------------------------------------------------
+LIST_MODELS = Operation(
+    "The models this key may use",
+    {
+        200: Reply(schemas.ModelList, "Model IDs with task and file"),
+        401: UNAUTHORIZED,
+        500: SERVER_ERROR,
+    },
+    counted=COUNTED,
+)
+PREDICT = _predict("Predict with a registry model", (MODEL_ID,), _MODEL_NOT_FOUND, COUNTED)
+PREDICT_SDK_MODEL = _predict(
+    "The same, at the official SDK's model URL (owner and project are ignored)",
+    (OWNER, PROJECT, MODEL_ID),
+    _MODEL_NOT_FOUND,
+    COUNTED,
+)
+PREDICT_SDK_DEPLOYMENT = _predict(
+    "Predict with a dedicated endpoint by name, at the official SDK's deployment URL "
+    "(no rate limit)",
+    (OWNER, DEPLOYMENT),
+    "Deployment not found",
+)
+SERVICE_HEALTH = Operation("Liveness", {200: Reply(schemas.ServiceHealth, "Serving")}, public=True)
+
+# -- a dedicated endpoint ------------------------------------------------------------------------
+_NOT_ALLOWED = "Model not found (not allowed for this key)"
+ENDPOINT_PREDICT = _predict("Predict with this endpoint's model (no rate limit)", (), _NOT_ALLOWED)
+ENDPOINT_HEALTH = Operation(
+    "Liveness: the model answers, and how fast",
+    {
+        200: Reply(schemas.EndpointHealth, "Serving"),
+        503: Reply(schemas.EndpointDown, "The model does not answer"),
+    },
+    public=True,
+)
+ENDPOINT_INFO = Operation(
+    "The endpoint's model: task, class names, input size, device",
+    {
+        200: Reply(schemas.EndpointInfo, "The endpoint's model"),
+        401: UNAUTHORIZED,
+        404: Reply(schemas.Error, _NOT_ALLOWED),
+        **_MODEL_CALL,
+    },
+)
+# Where the shared host describes every dedicated endpoint under its route prefix: a name that
+# is no endpoint reaches the shared app, which answers 404 (after the key check where the route
+# takes a key).
+UNDER_ENDPOINT_PREFIX = {
+    404: Reply(schemas.Error, "No such endpoint (or not allowed for this key)")
+}
+
+# -- both ----------------------------------------------------------------------------------------
+DOCUMENT = Operation(
+    "This document", {200: Reply(schemas.OpenApiDocument, "OpenAPI 3.1 document")}, public=True
+)

@@ -1,0 +1,290 @@
+"""Every wire shape of the API as a pydantic model: the request forms and each response body.
+
+The response code keeps building plain dicts (their key order and number formatting are the
+spec's, and the hot path stays free of model instances); these models are what `/openapi.json`
+is generated from and what `deployments/response_check.py` holds every body to in test runs.
+They are strict and closed, so a wrong type, a missing key or an unknown one is a mismatch.
+The spec (`platform-inference.md`) wins where the official SDK's types differ: segments are
+[[x, y], ...], keypoints [{x, y, conf}], obb {x1..y4}. `metadata.task` and `classNames` are
+this server's additions, optional in the contract because the Platform does not send them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    MISSING,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    NonNegativeFloat,
+    PositiveInt,
+    RootModel,
+    Tag,
+    model_validator,
+)
+
+from shared.params import CONF_RANGE, DECIMALS_RANGE, IMGSZ_RANGE, IOU_RANGE, PredictParams
+
+Task = Literal["detect", "segment", "pose", "obb", "classify"]
+# A 32x32 grey PNG, so that documentation and the fuzzer's example reach a real model.
+EXAMPLE_SOURCE = (
+    "iVBORw0KGgoAAAANSUhEUgAAACAAAAAgCAIAAAD8GO2jAAAAK0lEQVR42u3NIQEAMAgAMHhqNJrQLwFuK7Csnrj04ph"
+    "AIBAIBAKBQCDY8gEG7AHGQfZyaQAAAABJRU5ErkJggg=="
+)
+Confidence = Annotated[float, Field(ge=0, le=1)]
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+# -- predict -----------------------------------------------------------------------------------
+class Box(Wire):
+    """Axis-aligned, in original-image pixels (0-1 fractions with `normalize`)."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class Keypoint(Wire):
+    x: float
+    y: float
+    conf: Confidence
+
+
+class Corners(Wire):
+    """An oriented box's four corners, in the model's order."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    x3: float
+    y3: float
+    x4: float
+    y4: float
+
+
+class Classification(Wire):
+    """One class of a classification's top 5."""
+
+    cls: int = Field(alias="class", ge=0)
+    name: str
+    confidence: Confidence
+
+
+class Detection(Classification):
+    box: Box
+
+
+class Segmentation(Detection):
+    segments: list[tuple[float, float]] = Field(description="The mask's polygon: [x, y] points")
+
+
+class Pose(Detection):
+    keypoints: list[Keypoint]
+
+
+class OrientedDetection(Detection):
+    obb: Corners
+
+
+RESULT_TYPES: dict[Task, type[Classification]] = {
+    "detect": Detection,
+    "segment": Segmentation,
+    "pose": Pose,
+    "obb": OrientedDetection,
+    "classify": Classification,
+}
+# A result's own keys say which task made it: told apart up front, a mismatch names the one
+# model it should have matched instead of every alternative's complaints.
+_TASK_KEYS: tuple[tuple[str, Task], ...] = (
+    ("segments", "segment"),
+    ("keypoints", "pose"),
+    ("obb", "obb"),
+    ("box", "detect"),
+)
+
+
+def _result_task(item: Any) -> str:
+    keys = item if isinstance(item, dict) else vars(item)
+    return next((task for key, task in _TASK_KEYS if key in keys), "classify")
+
+
+Result = Annotated[
+    Annotated[Detection, Tag("detect")]
+    | Annotated[Segmentation, Tag("segment")]
+    | Annotated[Pose, Tag("pose")]
+    | Annotated[OrientedDetection, Tag("obb")]
+    | Annotated[Classification, Tag("classify")],
+    Discriminator(_result_task),
+]
+
+
+class Speed(Wire):
+    """Milliseconds per stage in the model replica."""
+
+    preprocess: NonNegativeFloat
+    inference: NonNegativeFloat
+    postprocess: NonNegativeFloat
+
+
+class ImageResult(Wire):
+    shape: tuple[PositiveInt, PositiveInt] = Field(description="[height, width] as sent")
+    results: list[Result]
+    speed: Speed
+
+
+class Metadata(Wire):
+    imageCount: PositiveInt
+    functionTimeCall: NonNegativeFloat = Field(description="Seconds in the service")
+    model: str = Field(description="Weights file name")
+    version: dict[str, str] = Field(description="Library versions")
+    task: Task | MISSING = MISSING
+    classNames: list[str] | MISSING = MISSING
+
+
+class PredictResponse(Wire):
+    images: list[ImageResult] = Field(min_length=1, max_length=1)
+    metadata: Metadata
+
+    @model_validator(mode="after")
+    def _results_are_the_task_s(self) -> PredictResponse:
+        # Keys alone cannot catch a segment result that lost its `segments` (it still is a valid
+        # detection); the task the metadata names can.
+        task, names = self.metadata.task, self.metadata.classNames
+        by_class = dict(enumerate(names)) if names is not MISSING else None
+        for i, result in enumerate(r for image in self.images for r in image.results):
+            if task is not MISSING and type(result) is not RESULT_TYPES[task]:
+                raise ValueError(f"results[{i}] is a {type(result).__name__}, not a {task} result")
+            if by_class is not None and result.name != by_class.get(result.cls):
+                raise ValueError(f"results[{i}]: class {result.cls} is not named {result.name!r}")
+        return self
+
+
+# -- the other routes --------------------------------------------------------------------------
+class ModelEntry(Wire):
+    id: str
+    task: Task
+    file: str
+
+
+class ModelList(Wire):
+    models: list[ModelEntry]
+
+
+class ServiceHealth(Wire):
+    healthy: Literal[True]
+    status: Literal["ok"]
+
+
+class EndpointHealth(Wire):
+    """A dedicated endpoint whose model answered; latencyMs is that round trip."""
+
+    healthy: Literal[True]
+    status: Literal["ready"]
+    latencyMs: NonNegativeFloat
+    model: str
+    task: Task
+
+
+class EndpointDown(Wire):
+    """A dedicated endpoint whose model does not answer; status says why."""
+
+    healthy: Literal[False]
+    status: str
+    latencyMs: None
+    model: str
+    task: None
+
+
+class EndpointInfo(Wire):
+    name: str
+    model: str = Field(description="Model ID in the registry")
+    file: str = Field(description="Weights file name")
+    task: Task
+    names: list[str] = Field(description="Class names by index")
+    imgsz: PositiveInt = Field(description="Default inference size")
+    device: str
+
+
+class Error(Wire):
+    """Every error, whatever the status."""
+
+    error: str = Field(min_length=1, description="What went wrong")
+    requestId: str | MISSING = Field(
+        MISSING, description="500 only: quote it when reporting the problem"
+    )
+
+
+class OpenApiDocument(RootModel[dict[str, Any]]):
+    """An OpenAPI 3.1 document."""
+
+
+# -- request forms -----------------------------------------------------------------------------
+_DEFAULTS = PredictParams()
+
+
+class PredictParameters(Wire):
+    conf: float = Field(
+        _DEFAULTS.conf, ge=CONF_RANGE[0], le=CONF_RANGE[1], description="Minimum confidence"
+    )
+    iou: float = Field(
+        _DEFAULTS.iou, ge=IOU_RANGE[0], le=IOU_RANGE[1], description="NMS IoU threshold"
+    )
+    imgsz: int = Field(
+        _DEFAULTS.imgsz,
+        ge=IMGSZ_RANGE[0],
+        le=IMGSZ_RANGE[1],
+        description="Inference size (the model's own size when omitted)",
+    )
+    normalize: bool = Field(
+        _DEFAULTS.normalize,
+        description="Coordinates as 0-1 fractions of the image's width and height",
+    )
+    decimals: int = Field(
+        _DEFAULTS.decimals,
+        ge=DECIMALS_RANGE[0],
+        le=DECIMALS_RANGE[1],
+        description="Decimal places of coordinates and confidences",
+    )
+
+
+_SOURCE = (
+    "The image as base64 or a base64 data URI (or an http(s) URL that the server fetches, "
+    "where its config allows URL sources)"
+)
+
+
+def _exactly_one_image(schema: dict[str, Any]) -> None:
+    schema["oneOf"] = [{"required": ["file"]}, {"required": ["source"]}]
+
+
+class PredictForm(PredictParameters):
+    """multipart/form-data: exactly one of `file` or `source`, and optionally the parameters."""
+
+    model_config = ConfigDict(json_schema_extra=_exactly_one_image)
+    file: bytes | MISSING = Field(
+        MISSING,
+        description="The image (JPEG, PNG, WebP, AVIF, HEIC, JP2, TIFF, BMP, DNG, MPO), at most "
+        "the server's upload limit",
+    )
+    source: str | MISSING = Field(MISSING, description=_SOURCE, examples=[EXAMPLE_SOURCE])
+
+    @model_validator(mode="after")
+    def _one_image(self) -> PredictForm:
+        if (self.file is MISSING) == (self.source is MISSING):
+            raise ValueError("exactly one of 'file' or 'source'")
+        return self
+
+
+class SourceForm(PredictParameters):
+    """application/x-www-form-urlencoded (what the official SDK sends without a file): `source`
+    and optionally the parameters."""
+
+    source: str = Field(description=_SOURCE, examples=[EXAMPLE_SOURCE])
