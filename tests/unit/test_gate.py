@@ -2,7 +2,8 @@
 
 Every rule on every kind of route: an allowed model, another model (the route's own 404, as for
 a missing one), a revoked key, a key's own limit, and the app's default limit only where the
-route counts by default. The limiter is a real SlidingWindow behind a stand-in for its handle.
+route counts by default. The limiter is a real SlidingWindow behind a stand-in for its handle
+(tests/fakes.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from deployments.gate import (
 )
 from shared import keys
 from shared.errors import ApiError
-from shared.ratelimit import RateLimit, SlidingWindow
+from shared.ratelimit import RateLimit
+from tests.fakes import FakeLimiter
 
 ROUTES = {
     "shared": SHARED_ROUTE,
@@ -34,35 +36,13 @@ ROUTES = {
 DEFAULT = 3
 
 
-class _Call:
-    def __init__(self, value):
-        self.value = value
-
-    def __await__(self):
-        yield from asyncio.sleep(0).__await__()
-        return self.value
-
-
-class FakeLimiterHandle:
-    """`handle.acquire.remote(key_id, limit)`, answered by a real sliding window."""
-
-    def __init__(self) -> None:
-        self.window = SlidingWindow(RateLimit(DEFAULT, 60))
-        self.calls = 0
-        self.acquire = self
-
-    def remote(self, key_id: str, limit: int | None):
-        self.calls += 1
-        return _Call(self.window.acquire(key_id, 0.0, limit))
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Path:
     return tmp_path / "keys.json"
 
 
-def gate_for(store: Path, default: int | None = DEFAULT) -> tuple[Gate, FakeLimiterHandle]:
-    limiter = FakeLimiterHandle()
+def gate_for(store: Path, default: int | None = DEFAULT) -> tuple[Gate, FakeLimiter]:
+    limiter = FakeLimiter(RateLimit(DEFAULT, 60))
     return Gate(keys.KeyRing(store, refresh_s=0), limiter, default), limiter  # type: ignore[arg-type]
 
 
