@@ -7,6 +7,7 @@ sleep for minutes.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from PIL import Image
 
 from shared import cluster, keys
 from shared.assets import example_image
@@ -139,6 +141,14 @@ def model_stats(server: Server, tmp_path_factory: pytest.TempPathFactory):
     client = ReplicaStats(server.ports.address, tmp_path_factory.mktemp("driver") / "stderr.log")
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_png() -> bytes:
+    """A 32x32 grey PNG: for requests about everything but inference (send it at imgsz=32)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (32, 32), (120, 130, 140)).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 @pytest.fixture(scope="session")

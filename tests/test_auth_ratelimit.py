@@ -8,7 +8,6 @@ Requests that only exercise the limiter send a 32x32 PNG at imgsz=32.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
@@ -23,7 +22,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from PIL import Image
 
 from shared import keys
 from tests.conftest import RATE_LIMIT_WINDOW_S
@@ -31,13 +29,6 @@ from tests.conftest import RATE_LIMIT_WINDOW_S
 LIMIT = 20
 CLI = Path(sys.executable).parent / "yolo-endpoints"
 RATE_HEADERS = ("X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset")
-
-
-@pytest.fixture(scope="module")
-def tiny_png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), (120, 130, 140)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")

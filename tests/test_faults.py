@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import copy
-import io
 import json
 import os
 import pickle
@@ -31,7 +30,6 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from PIL import Image
 
 from shared import cluster, keys
 from shared.assets import example_image
@@ -94,13 +92,6 @@ def session_dir(server) -> Path:
 
 def log_files(server) -> Iterator[Path]:
     yield from (p for p in (session_dir(server) / "logs").rglob("*") if p.is_file())
-
-
-@pytest.fixture(scope="module")
-def tiny_png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), (120, 130, 140)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def fresh_key(server, name: str) -> str:

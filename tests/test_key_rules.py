@@ -9,13 +9,11 @@ which tests/test_auth_ratelimit.py covers).
 
 from __future__ import annotations
 
-import io
 import time
 from collections.abc import Callable
 
 import pytest
 import requests
-from PIL import Image
 
 from shared import keys
 
@@ -29,13 +27,6 @@ ROUTES: dict[str, tuple[str, Callable[[str], str]]] = {
     "dedicated-info": ("GET", lambda m: f"/endpoints/{m}/info"),
     "sdk-deployment": ("POST", lambda m: f"/api/deployments/acme/{m}/predict"),
 }
-
-
-@pytest.fixture(scope="module")
-def tiny_png() -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), (120, 130, 140)).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture(scope="module")
