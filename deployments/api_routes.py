@@ -29,6 +29,13 @@ def api_routes(mode: Mode, ingress: Any) -> list[BaseRoute]:
             ApiRoute(
                 "/api/models", ingress.list_models, methods=["GET"], operation=ops.LIST_MODELS
             ),
+            # The official SDK's account: the key's owner, which its CLI fills omitted owners with.
+            ApiRoute(
+                "/api/account/summary",
+                ingress.account_summary,
+                methods=["GET"],
+                operation=ops.ACCOUNT_SUMMARY,
+            ),
             ApiRoute(
                 "/api/models/{model_id}/predict",
                 ingress.predict_shared,

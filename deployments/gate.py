@@ -50,10 +50,17 @@ class RouteRules:
 
 
 SHARED_ROUTE = RouteRules(default_limit=True)
-SHARED_LISTING = RouteRules(default_limit=True, checks_model=False)
+# Listing the models is no prediction: the Predict page lists them on every load, which must
+# not spend the key's 20 predictions a minute (a key's own limit still counts it).
+SHARED_LISTING = RouteRules(default_limit=False, checks_model=False)
 DEDICATED_ROUTE = RouteRules(default_limit=False)
 DEDICATED_INFO = DEDICATED_ROUTE
 FORWARDED_ROUTE = RouteRules(default_limit=False, not_found="Deployment not found")
+# `GET /api/account/summary`: names no model. The official SDK's CLI asks it before a call whose
+# owner was omitted, so counting it against the app's default (predict) limit would spend a
+# prediction on every such call; uncounted by default, like the dedicated routes. A key's own
+# `rate_limit` still counts, as on every route.
+ACCOUNT_ROUTE = RouteRules(default_limit=False, checks_model=False)
 
 
 @dataclass(frozen=True)

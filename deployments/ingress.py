@@ -26,6 +26,7 @@ from deployments.browser import NoSniffMiddleware, add_cors
 from deployments.config import AppArgs, EndpointArgs, SharedArgs
 from deployments.directory import EndpointDirectory
 from deployments.gate import (
+    ACCOUNT_ROUTE,
     DEDICATED_INFO,
     DEDICATED_ROUTE,
     FORWARDED_ROUTE,
@@ -211,6 +212,24 @@ class IngressApp:
             if admission.key.allows(s.id)
         ]
         return self._json(admission, {"models": models})
+
+    async def account_summary(self, request: Request) -> Response:
+        """The key's owner as the official SDK's account (schemas.AccountSummary says why the
+        rest is fixed): what its CLI fills an omitted owner with."""
+        admission = await self._admit(request, ACCOUNT_ROUTE)
+        owner = admission.key.owner
+        return self._json(
+            admission,
+            {
+                "username": owner,
+                "name": owner,
+                "accountType": "personal",
+                "plan": "free",
+                "creditsCents": 0,
+                "counts": {"projects": 0, "datasets": 0, "models": 0},
+                "teams": [],
+            },
+        )
 
     async def predict_shared(self, request: Request) -> Response:
         model_id = request.path_params["model_id"]

@@ -99,13 +99,21 @@ def _predict(
 
 # -- the shared service --------------------------------------------------------------------------
 LIST_MODELS = Operation(
-    "The models this key may use",
+    "The models this key may use (counted only against a key's own rate limit)",
     {
         200: Reply(schemas.ModelList, "Model IDs with task and file"),
         401: UNAUTHORIZED,
         500: SERVER_ERROR,
     },
-    counted=COUNTED,
+)
+ACCOUNT_SUMMARY = Operation(
+    "The calling key's workspace, as the official SDK's account summary (its owner is "
+    "`username`; counted only against a key's own rate limit)",
+    {
+        200: Reply(schemas.AccountSummary, "The key's owner as a self-hosted account"),
+        401: UNAUTHORIZED,
+        500: SERVER_ERROR,
+    },
 )
 PREDICT = _predict("Predict with a registry model", (MODEL_ID,), _MODEL_NOT_FOUND, COUNTED)
 PREDICT_SDK_MODEL = _predict(

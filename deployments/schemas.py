@@ -20,12 +20,14 @@ from pydantic import (
     Discriminator,
     Field,
     NonNegativeFloat,
+    NonNegativeInt,
     PositiveInt,
     RootModel,
     Tag,
     model_validator,
 )
 
+from shared.keys import OWNER_PATTERN
 from shared.params import CONF_RANGE, DECIMALS_RANGE, IMGSZ_RANGE, IOU_RANGE, PredictParams
 
 Task = Literal["detect", "segment", "pose", "obb", "classify"]
@@ -211,6 +213,29 @@ class EndpointInfo(Wire):
     names: list[str] = Field(description="Class names by index")
     imgsz: PositiveInt = Field(description="Default inference size")
     device: str
+
+
+class AccountCounts(Wire):
+    """What the workspace owns: nothing here (the registry's models are the service's)."""
+
+    projects: NonNegativeInt
+    datasets: NonNegativeInt
+    models: NonNegativeInt
+
+
+class AccountSummary(Wire):
+    """The calling key's workspace, in the official SDK's `AccountSummaryResponse` shape (the
+    inference spec defines none): `username` is the key's owner, which the SDK's CLI puts in URL
+    paths for an omitted owner. A self-hosted service has no billing, plans or teams, so the rest
+    says so: a personal account on the free plan, no credits, nothing owned, no teams."""
+
+    username: str = Field(pattern=OWNER_PATTERN.pattern, description="The key's owner")
+    name: str = Field(description="The owner, as its display name")
+    accountType: Literal["personal", "team"]
+    plan: Literal["free", "pro", "enterprise"]
+    creditsCents: NonNegativeInt
+    counts: AccountCounts
+    teams: list[dict[str, Any]] = Field(max_length=0, description="Always empty here")
 
 
 class Error(Wire):

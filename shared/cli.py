@@ -31,7 +31,21 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="requests per rate-limit window for this key (default: the application's limit)",
     )
-    keys_cmd.add_parser("list", help="names, prefixes and creation times (never secrets)")
+    create.add_argument(
+        "--owner",
+        default=keys.DEFAULT_OWNER,
+        help=f"the workspace the key acts for, a lower-case slug (default: {keys.DEFAULT_OWNER})",
+    )
+    create.add_argument(
+        "--scope",
+        choices=keys.SCOPES,
+        default=keys.DEFAULT_SCOPE,
+        help="predict, or deploy: predict and also create, update and delete deployments "
+        f"(default: {keys.DEFAULT_SCOPE})",
+    )
+    keys_cmd.add_parser(
+        "list", help="names, prefixes, creation times, models, limits, owners, scopes (no secrets)"
+    )
     revoke = keys_cmd.add_parser("revoke", help="revoke a key by name")
     revoke.add_argument("name")
     ensure = keys_cmd.add_parser("ensure", help="create a key NAME only if the store is empty")
@@ -60,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         try:
             key = keys.create_key(
-                path, args.name, getattr(args, "models", None), getattr(args, "rate_limit", None)
+                path,
+                args.name,
+                getattr(args, "models", None),
+                getattr(args, "rate_limit", None),
+                owner=getattr(args, "owner", keys.DEFAULT_OWNER),
+                scope=getattr(args, "scope", keys.DEFAULT_SCOPE),
             )
         except ValueError as exc:
             parser.error(str(exc))
@@ -68,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         print(key)
     elif args.action == "list":
         for r in keys.read_store(path):
-            scope = ",".join(r.models) if r.models else "all models"
+            models = ",".join(r.models) if r.models else "all models"
             limit = f"{r.rate_limit}/window" if r.rate_limit else "default limit"
-            print(f"{r.name}\t{r.prefix}…\t{r.created}\t{scope}\t{limit}")
+            # New columns go last, so that scripts reading the first five keep working.
+            print(f"{r.name}\t{r.prefix}…\t{r.created}\t{models}\t{limit}\t{r.owner}\t{r.scope}")
     elif args.action == "revoke":
         if not keys.revoke_key(path, args.name):
             print(f"no key named {args.name!r}")

@@ -1,8 +1,9 @@
 """API keys: `ul_` + 40 hex characters, stored only as SHA-256 hashes in a JSON file.
 
 The file (a mounted Secret on Kubernetes) holds `{"keys": [{name, hash, prefix, created,
-models, rate_limit}]}`. The CLI writes it atomically; `KeyRing` re-reads it when it changes, so the
-running service sees new and revoked keys within seconds, without a restart.
+models, rate_limit, owner, scope}]}`. The CLI writes it atomically; `KeyRing` re-reads it when it
+changes, so the running service sees new and revoked keys within seconds, without a restart.
+A record written before keys had an owner and a scope reads as owner `default`, scope `predict`.
 """
 
 from __future__ import annotations
@@ -21,12 +22,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal, cast, get_args
 
 from shared.digests import sha256_hex
 from shared.errors import ApiError
 
 KEY_PATTERN = re.compile(r"^ul_[0-9a-f]{40}$")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # one token: `keys list` is TSV
+# A key's owner is the workspace it acts for, and the official SDK puts it in URL paths
+# (`/api/deployments/{owner}/...`): a lower-case slug as Platform (and GitHub) usernames are,
+# 1-39 letters, digits or '-', not starting with '-'. Safe in a path unescaped, one TSV token.
+OWNER_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,38}$")
+DEFAULT_OWNER = "default"
+# `predict`: every predict, info and listing route. `deploy`: those too, and creating, updating
+# and deleting dedicated deployments.
+Scope = Literal["predict", "deploy"]
+SCOPES: tuple[Scope, ...] = get_args(Scope)
+DEFAULT_SCOPE: Scope = "predict"
 PREFIX_LEN = 10  # "ul_" + 7 hex: enough to tell keys apart in a listing, useless to an attacker
 REFRESH_S = 1.0  # how often a KeyRing looks at the store: well inside the 5 s the issue allows
 # RFC 6750: a 401 names the scheme it wants.
@@ -44,6 +56,8 @@ class KeyRecord:
     models: tuple[str, ...] | None = None  # None: every model
     # Requests per rate-limit window for this key; None: the application's limit.
     rate_limit: int | None = None
+    owner: str = DEFAULT_OWNER
+    scope: Scope = DEFAULT_SCOPE
 
     @property
     def id(self) -> str:
@@ -100,6 +114,10 @@ def _record(entry: object) -> KeyRecord:
         created=_text(entry, "created"),
         models=tuple(models) if models is not None else None,
         rate_limit=_positive_int_or_none(entry.get("rate_limit")),
+        # Absent in records written before keys had them: the defaults. Present, they must be
+        # valid (null included is refused).
+        owner=_owner(entry.get("owner", DEFAULT_OWNER)),
+        scope=_scope(entry.get("scope", DEFAULT_SCOPE)),
     )
 
 
@@ -109,6 +127,20 @@ def _positive_int_or_none(value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"rate_limit must be a positive integer, got {value!r}")
     return value
+
+
+def _owner(value: object) -> str:
+    if not isinstance(value, str) or not OWNER_PATTERN.fullmatch(value):
+        raise ValueError(
+            f"owner {value!r}: use 1-39 lower-case letters, digits or '-', not starting with '-'"
+        )
+    return value
+
+
+def _scope(value: object) -> Scope:
+    if not isinstance(value, str) or value not in SCOPES:
+        raise ValueError(f"scope {value!r}: use one of {', '.join(SCOPES)}")
+    return cast(Scope, value)
 
 
 def write_store(path: Path, records: list[KeyRecord]) -> None:
@@ -122,6 +154,8 @@ def write_store(path: Path, records: list[KeyRecord]) -> None:
                 "created": r.created,
                 "models": list(r.models) if r.models is not None else None,
                 "rate_limit": r.rate_limit,
+                "owner": r.owner,
+                "scope": r.scope,
             }
             for r in records
         ]
@@ -152,11 +186,17 @@ def _store_lock(path: Path) -> Iterator[None]:
 
 
 def create_key(
-    path: Path, name: str, models: list[str] | None = None, rate_limit: int | None = None
+    path: Path,
+    name: str,
+    models: list[str] | None = None,
+    rate_limit: int | None = None,
+    owner: str = DEFAULT_OWNER,
+    scope: Scope = DEFAULT_SCOPE,
 ) -> str:
     if not NAME_PATTERN.match(name):
         raise ValueError(f"key name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
     rate_limit = _positive_int_or_none(rate_limit)
+    owner, scope = _owner(owner), _scope(scope)
     with _store_lock(path):
         records = read_store(path)
         if any(r.name == name for r in records):
@@ -170,6 +210,8 @@ def create_key(
                 created=datetime.now(UTC).isoformat(timespec="seconds"),
                 models=tuple(models) if models else None,
                 rate_limit=rate_limit,
+                owner=owner,
+                scope=scope,
             )
         )
         write_store(path, records)

@@ -37,8 +37,8 @@ class _StallingModelServer(ModelServer.func_or_class):  # type: ignore[name-defi
     """The real ModelServer, whose inference wedges or fails on two magic confidences. The
     production health check (`ModelServer.check_health`) is what must notice the wedge."""
 
-    async def __init__(self, **kwargs: Any):
-        await super().__init__(**kwargs)
+    async def __init__(self, args: EndpointArgs):
+        await super().__init__(args)
         self._release = threading.Event()  # never set: the wedged thread only times out
 
     def _infer(self, loaded: Any, images: list, conf: float, iou: float, imgsz: int) -> list:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +69,31 @@ def test_official_sdk_deployments_predict(server, zidane: Path) -> None:
     assert body["metadata"]["model"] == "yolo26n-seg.pt"
     results = body["images"][0]["results"]
     assert results and all("segments" in r for r in results)
+
+
+def test_the_ul_cli_fills_an_omitted_owner_from_the_account_summary(server, bus: Path) -> None:
+    """The official `ul` binary, owner= left out: it asks `GET /api/account/summary` for the
+    key's owner before predicting, so the predict only succeeds if the summary works."""
+    from ultralytics_platform import Platform
+
+    client = Platform(api_key=server.key, base_url=server.base_url)
+    assert client.account.summary()["username"] == "default"  # the test key has no owner
+    ul = Path(sys.executable).parent / "ul"
+    assert ul.exists(), "the dev extra installs ultralytics-platform and its `ul`"
+    env = {**os.environ, "ULTRALYTICS_PLATFORM_URL": server.base_url}
+    env["ULTRALYTICS_API_KEY"] = server.key
+    body = json.dumps({"file": f"@{bus}", "imgsz": 640})
+    done = subprocess.run(
+        [str(ul), "cloud", "models", "predict", "project=demo", "model=yolo26n", f"body={body}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    prediction = json.loads(done.stdout)
+    assert prediction["metadata"]["model"] == "yolo26n.pt"
+    assert prediction["images"][0]["results"]
 
 
 def _detections(body: dict) -> list[tuple[int, dict[str, float]]]:

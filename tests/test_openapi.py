@@ -31,6 +31,7 @@ CHECKS = (
 )
 EXAMPLES_PER_OPERATION = 25
 SHARED_PATHS = {
+    "/api/account/summary",
     "/api/models",
     "/api/models/{modelId}/predict",
     "/api/models/{owner}/{project}/{modelId}/predict",

@@ -393,7 +393,8 @@ def test_a_key_revoked_while_the_page_is_open_shows_401(server, open_page) -> No
 
 
 def test_rate_limited_shows_the_wait_time(server, open_page) -> None:
-    key = new_key(server, "page-limited", rate_limit=1)
+    # A key's own limit counts every keyed call: the page's model listing, then one predict.
+    key = new_key(server, "page-limited", rate_limit=2)
     tab = open_page(key)
     tab.open("/")
     tab.wait_models()

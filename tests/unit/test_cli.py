@@ -36,6 +36,21 @@ def test_create_with_models_and_rate_limit(capsys, tmp_path: Path) -> None:
     assert record.rate_limit == 100
 
 
+def test_create_with_owner_and_scope(capsys, tmp_path: Path) -> None:
+    store = tmp_path / "keys.json"
+    run(capsys, store, "keys", "create", "ci", "--owner", "acme", "--scope", "deploy")
+    run(capsys, store, "keys", "create", "plain")
+    assert [(r.owner, r.scope) for r in keys.read_store(store)] == [
+        ("acme", "deploy"),
+        ("default", "predict"),
+    ]
+    _, listing = run(capsys, store, "keys", "list")
+    # TSV: name, prefix, created, models, limit, owner, scope.
+    rows = [line.split("\t") for line in listing.splitlines()]
+    assert [len(row) for row in rows] == [7, 7]
+    assert [row[5:] for row in rows] == [["acme", "deploy"], ["default", "predict"]]
+
+
 def test_list_shows_names_and_prefixes_never_secrets(capsys, tmp_path: Path) -> None:
     store = tmp_path / "keys.json"
     _, out = run(capsys, store, "keys", "create", "a")
@@ -80,6 +95,9 @@ def test_ensure_creates_only_into_an_empty_store(capsys, tmp_path: Path) -> None
         ["keys", "create", "bad name"],
         ["keys", "create", "x", "--rate-limit", "0"],
         ["keys", "create", "x", "--rate-limit", "many"],
+        ["keys", "create", "x", "--owner", "Acme"],
+        ["keys", "create", "x", "--owner", ""],
+        ["keys", "create", "x", "--scope", "admin"],
     ],
 )
 def test_bad_create_exits_2_and_changes_nothing(capsys, tmp_path: Path, argv) -> None:

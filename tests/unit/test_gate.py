@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from deployments.gate import (
+    ACCOUNT_ROUTE,
     DEDICATED_INFO,
     DEDICATED_ROUTE,
     FORWARDED_ROUTE,
@@ -119,11 +120,24 @@ def test_a_429_names_the_window_and_carries_retry_after(store: Path) -> None:
     assert refused.value.headers["Retry-After"] == "60"
 
 
-def test_a_listing_counts_but_checks_no_model(store: Path) -> None:
+def test_a_listing_checks_no_model_and_counts_only_a_keys_own_limit(store: Path) -> None:
     key = keys.create_key(store, "lister", models=["yolo26n"])
+    own = keys.create_key(store, "own", rate_limit=1)
     gate, limiter = gate_for(store)
-    assert admit(gate, key, SHARED_LISTING, None).key.name == "lister"
-    assert limiter.calls == 1
+    for _ in range(DEFAULT + 1):
+        assert admit(gate, key, SHARED_LISTING, None).key.name == "lister"
+    assert limiter.calls == 0
+    assert [status_of(gate, own, SHARED_LISTING, None) for _ in range(2)] == [200, 429]
+
+
+def test_the_account_summary_counts_only_a_keys_own_limit(store: Path) -> None:
+    plain = keys.create_key(store, "plain", models=["yolo26n"])
+    own = keys.create_key(store, "own", rate_limit=2)
+    gate, limiter = gate_for(store)
+    # The SDK's CLI asks it before calls: it must not spend the default (predict) budget.
+    assert [status_of(gate, plain, ACCOUNT_ROUTE, None) for _ in range(DEFAULT + 2)] == [200] * 5
+    assert limiter.calls == 0
+    assert [status_of(gate, own, ACCOUNT_ROUTE, None) for _ in range(3)] == [200, 200, 429]
 
 
 def test_an_unreachable_limiter_fails_open(store: Path) -> None:

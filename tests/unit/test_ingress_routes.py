@@ -8,6 +8,7 @@ bodies, the requestId of a 500, CORS, redirects, and the upload paths (multipart
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from starlette.testclient import TestClient
 
 from deployments.config import EndpointArgs, SharedArgs
 from deployments.ingress import IngressApp
+from deployments.schemas import AccountSummary
 from shared import keys
 from shared.assets import example_image
 from tests.fakes import FakeLimiter, FakeModel
@@ -242,3 +244,85 @@ def test_dedicated_health_is_one_model_trip_per_interval(store) -> None:
     answers = [client.get(f"{PREFIX}/health").json() for _ in range(20)]
     assert all(a["healthy"] and a["task"] == "detect" for a in answers)
     assert len(calls) == 1
+
+
+SUMMARY = "/api/account/summary"
+
+
+def test_the_account_summary_answers_the_keys_owner(store, key) -> None:
+    acme = keys.create_key(store, "acme-ci", owner="acme", scope="deploy")
+    client, _ = shared_app(store)
+    for caller, owner in ((key, "default"), (acme, "acme")):
+        r = client.get(SUMMARY, headers=auth(caller))
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["username"] == body["name"] == owner
+        AccountSummary.model_validate(body)  # as the response check did, in so many words
+    # Not counted against the app's default limit: past it, the key still has its whole budget.
+    for _ in range(LIMIT + 1):
+        r = client.get(SUMMARY, headers=auth(key))
+        assert r.status_code == 200 and "X-RateLimit-Limit" not in r.headers
+    counted = client.post(
+        "/api/models/nope/predict", headers=auth(key), files={"file": ("b", b"x")}
+    )
+    assert counted.headers["X-RateLimit-Remaining"] == str(LIMIT - 1)
+
+
+def test_the_account_summary_counts_a_keys_own_limit(store) -> None:
+    own = keys.create_key(store, "own", rate_limit=2)
+    client, _ = shared_app(store)
+    statuses = [client.get(SUMMARY, headers=auth(own)) for _ in range(3)]
+    assert [r.status_code for r in statuses] == [200, 200, 429]
+    assert statuses[0].headers["X-RateLimit-Limit"] == "2"
+    assert_error(statuses[-1], 429, "Rate limited")
+
+
+@pytest.mark.parametrize("header", [None, "Bearer ul_short", "Bearer ul_" + "f" * 40])
+def test_the_account_summary_needs_a_key(store, key, header) -> None:
+    client, _ = shared_app(store)
+    r = client.get(SUMMARY, headers={} if header is None else {"Authorization": header})
+    assert_error(r, 401, "Unauthorized")
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_the_account_summary_is_the_shared_apps_only(store, key) -> None:
+    client, _ = dedicated_app(store)
+    assert assert_error(client.get(f"{PREFIX}{SUMMARY}", headers=auth(key)), 404) == "Not found"
+
+
+def test_the_official_sdk_reads_the_summary(store) -> None:
+    from ultralytics_platform import Platform
+
+    acme = keys.create_key(store, "acme-ci", owner="acme")
+    client, _ = shared_app(store)
+    # The SDK takes an httpx client: Starlette's TestClient is one, over the in-process app.
+    sdk = Platform(api_key=acme, base_url="http://testserver", http_client=client, max_retries=0)
+    assert sdk.account.summary()["username"] == "acme"
+
+
+def test_the_sdks_cli_fills_an_omitted_owner_from_the_summary(
+    store, bus, tmp_path, monkeypatch, capsys
+) -> None:
+    """`ul cloud <resource> <operation>` without owner= asks the summary for it first."""
+    from ultralytics_platform import Platform
+    from ultralytics_platform import cli as ul
+
+    acme = keys.create_key(store, "acme-ci", owner="acme")
+    client, model = shared_app(store)
+    sent: list[tuple[str, str]] = []
+    client.event_hooks = {
+        "request": [lambda request: sent.append((request.method, request.url.path))],
+        "response": [],
+    }
+    monkeypatch.setattr(ul, "Platform", lambda **kw: Platform(**kw, http_client=client))
+    monkeypatch.setenv("ULTRALYTICS_PLATFORM_URL", "http://testserver")
+    monkeypatch.setenv("ULTRALYTICS_API_KEY", acme)
+    image = tmp_path / "bus.jpg"
+    image.write_bytes(bus)
+    body = json.dumps({"file": f"@{image}"})
+    code = ul.main(["cloud", "models", "predict", "project=demo", "model=yolo26n", f"body={body}"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert sent == [("GET", SUMMARY), ("POST", "/api/models/acme/demo/yolo26n/predict")]
+    assert json.loads(out.out)["metadata"]["model"] == "yolo26n.pt"
+    assert model.seen == [("yolo26n", (1080, 810, 3))]

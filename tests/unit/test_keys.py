@@ -54,6 +54,59 @@ def test_create_rejects_duplicates_bad_names_and_bad_limits(tmp_path: Path) -> N
     assert [r.name for r in keys.read_store(path)] == ["app"]
 
 
+def test_owner_and_scope_are_stored(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    ops = keys.create_key(path, "ops", owner="acme-1", scope="deploy")
+    keys.create_key(path, "plain")
+    stored = [(r["owner"], r["scope"]) for r in json.loads(path.read_text())["keys"]]
+    assert stored == [("acme-1", "deploy"), ("default", "predict")]
+    assert [(r.owner, r.scope) for r in keys.read_store(path)] == stored
+    record = keys.KeyRing(path, refresh_s=0).authenticate(f"Bearer {ops}")
+    assert (record.owner, record.scope) == ("acme-1", "deploy")
+
+
+def test_a_record_written_before_owners_and_scopes_reads_with_the_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "keys.json"
+    key = keys.generate_key()
+    old = {
+        "name": "old",
+        "hash": keys.hash_key(key),
+        "prefix": key[: keys.PREFIX_LEN],
+        "created": "2025-01-01T00:00:00+00:00",
+        "models": None,
+        "rate_limit": None,
+    }
+    path.write_text(json.dumps({"keys": [old]}))
+    record = keys.KeyRing(path, refresh_s=0).authenticate(f"Bearer {key}")
+    assert (record.name, record.owner, record.scope) == ("old", "default", "predict")
+    # The next write keeps it, now with both spelled out.
+    keys.create_key(path, "new")
+    assert json.loads(path.read_text())["keys"][0] == {
+        **old,
+        "owner": "default",
+        "scope": "predict",
+    }
+
+
+@pytest.mark.parametrize(
+    "owner", ["", "Acme", "-acme", "a" * 40, "has space", "a_b", "a.b", "a/b", "acme\n", "ä"]
+)
+def test_create_rejects_bad_owners(tmp_path: Path, owner: str) -> None:
+    path = tmp_path / "keys.json"
+    with pytest.raises(ValueError, match="owner"):
+        keys.create_key(path, "app", owner=owner)
+    assert keys.read_store(path) == []
+    assert keys.create_key(path, "app", owner="a" * 39)  # the longest
+
+
+@pytest.mark.parametrize("scope", ["", "admin", "Deploy", "predict,deploy"])
+def test_create_rejects_bad_scopes(tmp_path: Path, scope: str) -> None:
+    path = tmp_path / "keys.json"
+    with pytest.raises(ValueError, match="scope"):
+        keys.create_key(path, "app", scope=scope)  # type: ignore[arg-type]
+    assert keys.read_store(path) == []
+
+
 def test_revoke(tmp_path: Path) -> None:
     path = tmp_path / "keys.json"
     keys.create_key(path, "a")
@@ -138,6 +191,7 @@ def test_keyring_keeps_last_good_keys_when_the_store_is_corrupt(tmp_path: Path) 
         ring.authenticate(f"Bearer {key}")
 
 
+_GOOD_RECORD = {"name": "a", "hash": "0" * 64, "prefix": "p", "created": "x"}
 WRONG_SHAPES = [
     "[]",
     '"keys"',
@@ -153,6 +207,20 @@ WRONG_SHAPES = [
     % ("0" * 64),
     '{"keys": [{"name": "a", "hash": "%s", "prefix": "p", "created": "x", "rate_limit": "5"}]}'
     % ("0" * 64),
+    # Owner and scope may be absent (an older record), never wrong.
+    *(
+        json.dumps({"keys": [{**_GOOD_RECORD, field: value}]})
+        for field, value in [
+            ("owner", None),
+            ("owner", 7),
+            ("owner", ""),
+            ("owner", "Acme"),
+            ("owner", "a/b"),
+            ("scope", None),
+            ("scope", "admin"),
+            ("scope", ["deploy"]),
+        ]
+    ),
 ]
 
 
