@@ -193,7 +193,7 @@ def create_key(
     owner: str = DEFAULT_OWNER,
     scope: Scope = DEFAULT_SCOPE,
 ) -> str:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ValueError(f"key name {name!r}: use 1-64 letters, digits, '.', '_' or '-'")
     rate_limit = _positive_int_or_none(rate_limit)
     owner, scope = _owner(owner), _scope(scope)

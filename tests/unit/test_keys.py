@@ -266,3 +266,9 @@ def test_keyring_rereads_at_most_once_per_refresh_interval(tmp_path: Path) -> No
     late = keys.create_key(path, "late")
     with pytest.raises(ApiError):
         ring.authenticate(f"Bearer {late}")
+
+
+def test_a_key_name_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    # `$` matches before a final newline; one would split `keys list`'s TSV row.
+    with pytest.raises(ValueError):
+        keys.create_key(tmp_path / "keys.json", "app\n")
