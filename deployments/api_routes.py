@@ -55,6 +55,56 @@ def api_routes(mode: Mode, ingress: Any) -> list[BaseRoute]:
                 methods=["POST"],
                 operation=ops.PREDICT_SDK_DEPLOYMENT,
             ),
+            # The rest of the SDK's deployments: the dedicated endpoints, read-only (they are
+            # managed in serve_config.yaml). One route per method, each with its operation.
+            ApiRoute(
+                "/api/deployments/{owner}",
+                ingress.list_deployments,
+                methods=["GET"],
+                operation=ops.LIST_DEPLOYMENTS,
+            ),
+            ApiRoute(
+                "/api/deployments/{owner}",
+                ingress.create_deployment,
+                methods=["POST"],
+                operation=ops.CREATE_DEPLOYMENT,
+            ),
+            ApiRoute(
+                "/api/deployments/{owner}/{deployment}",
+                ingress.retrieve_deployment,
+                methods=["GET"],
+                operation=ops.RETRIEVE_DEPLOYMENT,
+            ),
+            ApiRoute(
+                "/api/deployments/{owner}/{deployment}",
+                ingress.manage_deployment,
+                methods=["PATCH"],
+                operation=ops.UPDATE_DEPLOYMENT,
+            ),
+            ApiRoute(
+                "/api/deployments/{owner}/{deployment}",
+                ingress.manage_deployment,
+                methods=["DELETE"],
+                operation=ops.DELETE_DEPLOYMENT,
+            ),
+            ApiRoute(
+                "/api/deployments/{owner}/{deployment}/health",
+                ingress.deployment_health,
+                methods=["GET"],
+                operation=ops.DEPLOYMENT_HEALTH,
+            ),
+            ApiRoute(
+                "/api/deployments/{owner}/{deployment}/logs",
+                ingress.deployment_logs,
+                methods=["GET"],
+                operation=ops.DEPLOYMENT_LOGS,
+            ),
+            ApiRoute(
+                "/api/deployments/{owner}/{deployment}/metrics",
+                ingress.deployment_metrics,
+                methods=["GET"],
+                operation=ops.DEPLOYMENT_METRICS,
+            ),
             ApiRoute("/health", ingress.health, methods=["GET"], operation=ops.SERVICE_HEALTH),
             # Serve routes a dedicated endpoint that does not exist here (prefix `/`): it
             # answers exactly what a key restricted away from an existing one gets. The

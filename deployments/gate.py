@@ -55,12 +55,17 @@ SHARED_ROUTE = RouteRules(default_limit=True)
 SHARED_LISTING = RouteRules(default_limit=False, checks_model=False)
 DEDICATED_ROUTE = RouteRules(default_limit=False)
 DEDICATED_INFO = DEDICATED_ROUTE
+# The SDK's `/api/deployments/{owner}/{deployment}/...` routes: a dedicated endpoint by name
+# (predict, and reading or managing it), no default limit, as on the endpoint itself.
 FORWARDED_ROUTE = RouteRules(default_limit=False, not_found="Deployment not found")
 # `GET /api/account/summary`: names no model. The official SDK's CLI asks it before a call whose
 # owner was omitted, so counting it against the app's default (predict) limit would spend a
 # prediction on every such call; uncounted by default, like the dedicated routes. A key's own
 # `rate_limit` still counts, as on every route.
 ACCOUNT_ROUTE = RouteRules(default_limit=False, checks_model=False)
+# `GET` and `POST /api/deployments/{owner}`: the owner's deployments name no model (the list
+# filters by the key's models instead); management is no prediction, so uncounted by default.
+DEPLOYMENTS_ROUTE = RouteRules(default_limit=False, checks_model=False)
 
 
 @dataclass(frozen=True)

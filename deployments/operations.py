@@ -130,6 +130,80 @@ PREDICT_SDK_DEPLOYMENT = _predict(
 )
 SERVICE_HEALTH = Operation("Liveness", {200: Reply(schemas.ServiceHealth, "Serving")}, public=True)
 
+# -- the official SDK's deployments: the dedicated endpoints of serve_config.yaml --------------
+# Counted only against a key's own rate limit, like the account summary. A deployment that a
+# key's models exclude answers the 404 of a missing one.
+_DEPLOYMENT_NOT_FOUND = Reply(
+    schemas.Error, "Deployment not found (unknown, or its model not allowed for this key)"
+)
+_NOT_YET = "Not supported yet (the message says what to do instead)"
+LIST_DEPLOYMENTS = Operation(
+    "The dedicated endpoints this key may use, as the official SDK's deployments, by name. "
+    "Query: `status` (creating, deploying, ready, stopping, stopped, failed), `model` (a model "
+    "ID), `limit` (1-100, default 20)",
+    {
+        200: Reply(schemas.DeploymentList, "The deployments, and how many matched"),
+        400: BAD_REQUEST,
+        401: UNAUTHORIZED,
+        500: SERVER_ERROR,
+    },
+    (OWNER,),
+)
+CREATE_DEPLOYMENT = Operation(
+    "Create a deployment: not supported yet (add an application to serve_config.yaml)",
+    {401: UNAUTHORIZED, 500: SERVER_ERROR, 501: Reply(schemas.Error, _NOT_YET)},
+    (OWNER,),
+)
+RETRIEVE_DEPLOYMENT = Operation(
+    "A dedicated endpoint as the official SDK's deployment: status, service URL, resources",
+    {
+        200: Reply(schemas.DeploymentDetail, "The deployment"),
+        401: UNAUTHORIZED,
+        404: _DEPLOYMENT_NOT_FOUND,
+        500: SERVER_ERROR,
+    },
+    (OWNER, DEPLOYMENT),
+)
+_MANAGED = {
+    401: UNAUTHORIZED,
+    403: Reply(schemas.Error, "Managed by serve_config.yaml: edit that file and redeploy"),
+    404: _DEPLOYMENT_NOT_FOUND,
+    500: SERVER_ERROR,
+}
+UPDATE_DEPLOYMENT = Operation(
+    "Update a deployment: refused for the endpoints of serve_config.yaml",
+    _MANAGED,
+    (OWNER, DEPLOYMENT),
+)
+DELETE_DEPLOYMENT = Operation(
+    "Delete a deployment: refused for the endpoints of serve_config.yaml",
+    _MANAGED,
+    (OWNER, DEPLOYMENT),
+)
+DEPLOYMENT_HEALTH = Operation(
+    "One round trip to the deployment's model (which also starts a replica where it scaled to "
+    "zero): healthy or not, and how fast",
+    {
+        200: Reply(schemas.DeploymentHealth, "Whether the model answered"),
+        401: UNAUTHORIZED,
+        404: _DEPLOYMENT_NOT_FOUND,
+        500: SERVER_ERROR,
+    },
+    (OWNER, DEPLOYMENT),
+)
+_NOT_YET_FOR_ONE = {
+    401: UNAUTHORIZED,
+    404: _DEPLOYMENT_NOT_FOUND,
+    500: SERVER_ERROR,
+    501: Reply(schemas.Error, _NOT_YET),
+}
+DEPLOYMENT_LOGS = Operation(
+    "A deployment's logs: not supported yet", _NOT_YET_FOR_ONE, (OWNER, DEPLOYMENT)
+)
+DEPLOYMENT_METRICS = Operation(
+    "A deployment's metrics: not supported yet", _NOT_YET_FOR_ONE, (OWNER, DEPLOYMENT)
+)
+
 # -- a dedicated endpoint ------------------------------------------------------------------------
 _NOT_ALLOWED = "Model not found (not allowed for this key)"
 ENDPOINT_PREDICT = _predict("Predict with this endpoint's model (no rate limit)", (), _NOT_ALLOWED)

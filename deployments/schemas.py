@@ -238,6 +238,67 @@ class AccountSummary(Wire):
     teams: list[dict[str, Any]] = Field(max_length=0, description="Always empty here")
 
 
+# -- the official SDK's deployments (its `DeploymentsListResponse` and siblings) ---------------
+# What the SDK's types require, with what this server can say: its deployments are the dedicated
+# endpoints of serve_config.yaml, not Platform projects, so `project` is never sent.
+DeploymentStatus = Literal["creating", "deploying", "ready", "stopping", "stopped", "failed"]
+Region = Literal["us", "eu", "ap"]
+IsoTime = Annotated[str, Field(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")]
+
+
+class DeploymentResources(Wire):
+    """Per model replica (`num_cpus`, reserved memory: 0 where none is reserved), and the
+    replica bounds (autoscaling's, or `num_replicas` for both)."""
+
+    cpu: NonNegativeFloat
+    memoryGi: NonNegativeFloat
+    minInstances: NonNegativeInt
+    maxInstances: NonNegativeInt
+
+
+class DeploymentSummary(Wire):
+    """A dedicated endpoint as an SDK deployment: its slug is its id, deployment and name."""
+
+    id: str
+    owner: str = Field(description="The calling key's owner: every owner sees these endpoints")
+    model: str | MISSING = Field(MISSING, description="Its model ID in the registry")
+    task: Task | MISSING = MISSING
+    deployment: str
+    name: str
+    status: DeploymentStatus
+    statusMessage: str | MISSING = Field(MISSING, description="Why it is not ready, when not")
+    region: Literal["self-hosted"] = Field(description="Where it runs (free text in the SDK)")
+    serviceUrl: str | MISSING = Field(MISSING, description="The endpoint's URL on this server")
+    resources: DeploymentResources
+    deployedAt: IsoTime | MISSING = MISSING
+    createdAt: IsoTime = Field(description="When Serve last deployed it (as updatedAt)")
+    updatedAt: IsoTime
+
+
+class Deployment(DeploymentSummary):
+    metadata: dict[str, Any] = Field(max_length=0, description="Always empty here")
+
+
+class DeploymentList(Wire):
+    deployments: list[DeploymentSummary]
+    total: NonNegativeInt = Field(description="How many matched, before `limit`")
+    region: Region
+
+
+class DeploymentDetail(Wire):
+    deployment: Deployment
+    region: Region
+
+
+class DeploymentHealth(Wire):
+    """One round trip to the endpoint's model; `status` is its HTTP status (200 when healthy)."""
+
+    healthy: bool
+    status: int | MISSING = MISSING
+    latencyMs: NonNegativeFloat
+    error: str | MISSING = Field(MISSING, description="Why it is not healthy")
+
+
 class Error(Wire):
     """Every error, whatever the status."""
 

@@ -87,3 +87,78 @@ class FakeModel:
             "device": "cpu",
             "versions": {},
         }
+
+
+def serve_app(
+    name: str,
+    model: str | None,
+    status: str = "RUNNING",
+    *,
+    message: str = "",
+    deployment_message: str = "",
+    running: int = 1,
+    target: int = 1,
+    num_cpus: float = 1,
+    autoscaling: tuple[int, int] | None = (1, 4),
+    deployed_at: float = 1767225600.0,
+) -> dict[str, Any]:
+    """One dedicated endpoint's entry in Serve's application details, built with Ray's own
+    schema models and dumped as the controller dumps them (`exclude_unset`, enums kept), so
+    the directory reads here what it reads from a live cluster. `model` None: an app Serve
+    kept no config for."""
+    from ray.serve.config import AutoscalingConfig
+    from ray.serve.schema import (
+        APIType,
+        ApplicationDetails,
+        DeploymentDetails,
+        DeploymentSchema,
+        ReplicaDetails,
+        ServeApplicationSchema,
+        ServeInstanceDetails,
+    )
+
+    config = DeploymentSchema(name="Model", ray_actor_options={"num_cpus": num_cpus})
+    if autoscaling is None:
+        config.num_replicas = target
+    else:
+        low, high = autoscaling
+        config.autoscaling_config = AutoscalingConfig(
+            min_replicas=low, max_replicas=high
+        ).model_dump()
+    replicas = [
+        ReplicaDetails(replica_id=f"{name}-{i}", state="RUNNING", start_time_s=deployed_at)
+        for i in range(running)
+    ]
+    model_deployment = DeploymentDetails(
+        name="Model",
+        status="HEALTHY" if status == "RUNNING" else "UPDATING",
+        status_trigger="CONFIG_UPDATE_COMPLETED",
+        message=deployment_message,
+        deployment_config=config,
+        target_num_replicas=target,
+        required_resources={"CPU": num_cpus},
+        replicas=replicas,
+    )
+    deployed_config = None
+    if model is not None:
+        deployed_config = ServeApplicationSchema(
+            name=name,
+            route_prefix=f"/endpoints/{name}",
+            import_path="deployments.app:build_endpoint",
+            args={"name": name, "model": model, "num_cpus": num_cpus},
+        )
+    app = ApplicationDetails(
+        name=name,
+        route_prefix=f"/endpoints/{name}",
+        docs_path=None,
+        status=status,
+        message=message,
+        last_deployed_time_s=deployed_at,
+        deployed_app_config=deployed_config,
+        source=APIType.DECLARATIVE,
+        deployments={"Model": model_deployment},
+        external_scaler_enabled=False,
+    )
+    details = ServeInstanceDetails(proxies={}, applications={name: app})
+    dumped = details._get_user_facing_json_serializable_dict(exclude_unset=True)
+    return dumped["applications"][name]

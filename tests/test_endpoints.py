@@ -96,6 +96,51 @@ def test_the_ul_cli_fills_an_omitted_owner_from_the_account_summary(server, bus:
     assert prediction["images"][0]["results"]
 
 
+def test_official_sdk_deployments_read_the_config_endpoints(server) -> None:
+    """The SDK's deployments API answers the dedicated endpoints of serve_config.yaml, read from
+    Serve itself, and the `ul` CLI lists them for the key's owner."""
+    from ultralytics_platform import Platform
+
+    client = Platform(api_key=server.key, base_url=server.base_url)
+    listed = {d["deployment"]: d for d in client.deployments.list("default")["deployments"]}
+    for name, task in (("yolo26n", "detect"), ("yolo26n-seg", "segment")):
+        assert listed[name]["status"] == "ready", listed[name]
+        assert listed[name]["model"] == name and listed[name]["task"] == task
+    assert "shared" not in listed  # the shared app runs no `Model` deployment
+    # The test config pins yolo26n to one replica; yolo26n-seg keeps its preset's bounds.
+    assert listed["yolo26n"]["resources"]["minInstances"] == 1
+    assert listed["yolo26n-seg"]["resources"]["maxInstances"] == 4
+    deployment = client.deployments.retrieve("default", "yolo26n")["deployment"]
+    assert deployment["serviceUrl"] == server.url("/endpoints/yolo26n")
+    assert deployment["metadata"] == {}
+    health = client.deployments.health("default", "yolo26n")
+    assert health["healthy"] is True and health["latencyMs"] > 0, health
+    ul = Path(sys.executable).parent / "ul"
+    env = {**os.environ, "ULTRALYTICS_PLATFORM_URL": server.base_url}
+    env["ULTRALYTICS_API_KEY"] = server.key
+    done = subprocess.run(
+        [str(ul), "cloud", "deployments", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "yolo26n" in {d["deployment"] for d in json.loads(done.stdout)["deployments"]}
+
+
+def test_sdk_deployments_are_managed_in_the_config(server) -> None:
+    for method, path, status in (
+        ("PATCH", "/api/deployments/default/yolo26n", 403),
+        ("DELETE", "/api/deployments/default/yolo26n", 403),
+        ("DELETE", "/api/deployments/default/no-such-endpoint", 404),
+        ("POST", "/api/deployments/default", 501),
+    ):
+        response = requests.request(method, server.url(path), headers=server.headers(), timeout=30)
+        assert response.status_code == status, (method, path, response.text)
+        assert isinstance(response.json()["error"], str)
+
+
 def _detections(body: dict) -> list[tuple[int, dict[str, float]]]:
     return [(r["class"], r["box"]) for r in body["images"][0]["results"]]
 

@@ -35,6 +35,11 @@ SHARED_PATHS = {
     "/api/models",
     "/api/models/{modelId}/predict",
     "/api/models/{owner}/{project}/{modelId}/predict",
+    "/api/deployments/{owner}",
+    "/api/deployments/{owner}/{deployment}",
+    "/api/deployments/{owner}/{deployment}/health",
+    "/api/deployments/{owner}/{deployment}/logs",
+    "/api/deployments/{owner}/{deployment}/metrics",
     "/api/deployments/{owner}/{deployment}/predict",
     "/health",
     "/endpoints/{endpoint}/predict",
@@ -99,6 +104,17 @@ values = ["yolo26n", "yolo26n-seg"]
 [parameters]
 "path.endpoint" = { dictionary = "endpoints", probability = 0.5 }
 "path.deployment" = { dictionary = "endpoints", probability = 0.5 }
+
+# The SDK's deployment routes this server does not implement yet answer 501 by design.
+[[operations]]
+include-method = "POST"
+include-path = "/api/deployments/{owner}"
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "501"]
+
+[[operations]]
+include-method = "GET"
+include-path-regex = "^/api/deployments/[^/]+/[^/]+/(logs|metrics)$"
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "501"]
 """
 
 
@@ -148,4 +164,13 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(server, prefix: str, 
     print(sorted(answers.items()))
     assert sum(answers.values()) >= 100, answers
     assert answers[("POST", "predict", 200)] >= 1, answers
-    assert not [a for a in answers if a[2] >= 500], answers
+    assert not [a for a in answers if a[2] >= 500 and not _not_yet(a)], answers
+
+
+def _not_yet(answer: tuple[str, str, int]) -> bool:
+    """A 501 of a deployment route not implemented yet: create (a POST to the owner), logs and
+    metrics."""
+    method, last, status = answer
+    return status == 501 and (
+        last in ("logs", "metrics") or (method == "POST" and last != "predict")
+    )

@@ -1,0 +1,447 @@
+"""The official SDK's deployments API in-process: the dedicated endpoints, read-only.
+
+The ingress under Starlette's TestClient (as in test_ingress_routes.py) with its endpoint
+directory reading Serve details built by Ray's own schema models (tests/fakes.py `serve_app`)
+and reaching a stand-in model handle. Every body is held to the route's declared model (the
+response check) and to the SDK's own TypedDicts, the contract its users code against.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, NotRequired, get_args, get_origin, get_type_hints
+
+import pytest
+import typing_extensions
+from pydantic import ConfigDict, TypeAdapter
+from starlette.testclient import TestClient
+from ultralytics_platform import types as sdk
+
+from deployments.config import SharedArgs
+from deployments.directory import Endpoint, EndpointDirectory
+from deployments.ingress import IngressApp
+from shared import keys
+from tests.fakes import FakeLimiter, FakeModel, serve_app
+
+LIMIT = 3
+DEPLOYED_AT = 1767225600.0  # 2026-01-01T00:00:00Z
+LIST = "/api/deployments/acme"
+ONE = "/api/deployments/acme/yolo26n"
+MANAGED = "Deployment managed by serve_config.yaml: edit that file and redeploy"
+NOT_CREATABLE = (
+    "Creating deployments through the API is not supported yet: add an application to "
+    "serve_config.yaml"
+)
+
+
+# -- the SDK's TypedDicts as a validator -------------------------------------------------------
+def _for_pydantic(tp: Any) -> Any:
+    """`tp` with each TypedDict rebuilt as typing_extensions' (pydantic refuses typing's on
+    Python 3.11) and closed: a key the SDK does not know is a mismatch too."""
+    if typing.is_typeddict(tp):
+        fields = {
+            name: _for_pydantic(hint)
+            if name in tp.__required_keys__
+            else NotRequired[_for_pydantic(hint)]
+            for name, hint in get_type_hints(tp).items()
+        }
+        rebuilt = typing_extensions.TypedDict(tp.__name__, fields)  # type: ignore[operator]
+        rebuilt.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+        return rebuilt
+    origin = get_origin(tp)
+    if origin in (list, dict):
+        return origin[tuple(_for_pydantic(a) for a in get_args(tp))]
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_for_pydantic(a) for a in get_args(tp))]  # noqa: UP007
+    return tp
+
+
+def assert_sdk_type(body: Any, typed_dict: Any) -> None:
+    """`body` is what the SDK's TypedDict says, strictly: required keys, literals, types."""
+    TypeAdapter(_for_pydantic(typed_dict)).validate_python(body, strict=True)
+
+
+# -- an app over fake Serve details ------------------------------------------------------------
+def apps() -> dict[str, dict[str, Any]]:
+    """What Serve reports: one endpoint running, one deploying, and the shared app (which
+    runs no `Model` deployment, so it is no endpoint)."""
+    shared = serve_app("shared", None)
+    shared["deployments"] = {"ModelPool": shared["deployments"]["Model"]}
+    return {
+        "shared": shared,
+        "yolo26n": serve_app("yolo26n", "yolo26n", deployed_at=DEPLOYED_AT),
+        "yolo26n-seg": serve_app(
+            "yolo26n-seg", "yolo26n-seg", "DEPLOYING", running=0, target=1, deployed_at=DEPLOYED_AT
+        ),
+    }
+
+
+class App:
+    def __init__(self, store: Path, applications: dict[str, dict[str, Any]] | None = None):
+        self.model = FakeModel()
+        self.details_read = 0
+        config = SharedArgs(keys_file=str(store), rate_limit={"requests": LIMIT, "window_s": 60})
+        self.ingress = IngressApp(self.model, config, FakeLimiter(config.rate_limit.limit()))  # type: ignore[arg-type]
+        details = {"applications": applications if applications is not None else apps()}
+        self.handles: list[str] = []
+
+        def read() -> dict[str, Any]:
+            self.details_read += 1
+            return details
+
+        def handle(name: str) -> FakeModel:
+            self.handles.append(name)
+            return self.model
+
+        self.ingress.endpoints = EndpointDirectory(details=read, handle=handle)  # type: ignore[arg-type]
+        self.client = TestClient(
+            self.ingress.__serve_build_asgi_app__(), raise_server_exceptions=False
+        )
+
+
+@pytest.fixture(autouse=True)
+def checked_responses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("YOLO_VALIDATE_RESPONSES", "1")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Path:
+    return tmp_path / "keys.json"
+
+
+@pytest.fixture
+def key(store: Path) -> str:
+    return keys.create_key(store, "main", owner="acme")
+
+
+@pytest.fixture
+def app(store: Path, key: str) -> App:
+    return App(store)
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def error_of(response, status: int) -> str:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/json"
+    return response.json()["error"]
+
+
+# -- list ----------------------------------------------------------------------------------------
+def test_the_list_is_every_endpoint_as_the_sdks_deployments(app: App, key: str) -> None:
+    r = app.client.get("/api/deployments/someone-else", headers=auth(key))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert_sdk_type(body, sdk.DeploymentsListResponse)
+    assert body["total"] == 2 and body["region"] == "us"
+    ready, deploying = body["deployments"]
+    assert ready == {
+        "id": "yolo26n",
+        "owner": "acme",  # the key's: every owner sees the config's endpoints as its own
+        "model": "yolo26n",
+        "task": "detect",
+        "deployment": "yolo26n",
+        "name": "yolo26n",
+        "status": "ready",
+        "region": "self-hosted",
+        "serviceUrl": "http://testserver/endpoints/yolo26n",
+        "resources": {"cpu": 1.0, "memoryGi": 0.0, "minInstances": 1, "maxInstances": 4},
+        "deployedAt": "2026-01-01T00:00:00.000Z",
+        "createdAt": "2026-01-01T00:00:00.000Z",
+        "updatedAt": "2026-01-01T00:00:00.000Z",
+    }
+    assert deploying["deployment"] == "yolo26n-seg" and deploying["task"] == "segment"
+    assert deploying["status"] == "deploying"
+    assert deploying["statusMessage"] == "waiting for replicas to start (0 of 1 running)"
+    assert "deployedAt" not in deploying
+
+
+@pytest.mark.parametrize(
+    ("query", "names", "total"),
+    [
+        ("status=ready", ["yolo26n"], 1),
+        ("status=deploying", ["yolo26n-seg"], 1),
+        ("status=failed", [], 0),
+        ("model=yolo26n-seg", ["yolo26n-seg"], 1),
+        ("model=acme/demo/yolo26n", ["yolo26n"], 1),  # a Platform "project/model" path
+        ("limit=1", ["yolo26n"], 2),  # total counts before the limit
+        ("limit=100&status=ready", ["yolo26n"], 1),
+    ],
+)
+def test_the_list_filters_and_limits(app: App, key: str, query, names, total) -> None:
+    r = app.client.get(f"{LIST}?{query}", headers=auth(key))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert_sdk_type(body, sdk.DeploymentsListResponse)
+    assert [d["deployment"] for d in body["deployments"]] == names
+    assert body["total"] == total
+
+
+@pytest.mark.parametrize(
+    "query", ["status=running", "status=", "limit=0", "limit=101", "limit=-1", "limit=1.5"]
+)
+def test_a_bad_query_is_a_400_naming_it(app: App, key: str, query: str) -> None:
+    name = query.partition("=")[0]
+    assert f"Invalid '{name}'" in error_of(
+        app.client.get(f"{LIST}?{query}", headers=auth(key)), 400
+    )
+
+
+def test_the_default_limit_is_20(store: Path, key: str) -> None:
+    many = {f"e{i:02d}": serve_app(f"e{i:02d}", "yolo26n") for i in range(25)}
+    body = App(store, many).client.get(LIST, headers=auth(key)).json()
+    assert len(body["deployments"]) == 20 and body["total"] == 25
+
+
+def test_serve_is_asked_once_per_interval(app: App, key: str) -> None:
+    for path in (LIST, ONE, f"{ONE}/health", LIST):
+        assert app.client.get(path, headers=auth(key)).status_code == 200
+    assert app.details_read == 1
+
+
+# -- one deployment ------------------------------------------------------------------------------
+def test_retrieve_is_the_list_item_with_metadata(app: App, key: str) -> None:
+    r = app.client.get(ONE, headers={**auth(key), "Host": "gpu-box.example:9000"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert_sdk_type(body, sdk.DeploymentsRetrieveResponse)
+    deployment = body["deployment"]
+    assert deployment["metadata"] == {} and deployment["status"] == "ready"
+    # Built from the host the caller used, as the SDK's users would reach the endpoint.
+    assert deployment["serviceUrl"] == "http://gpu-box.example:9000/endpoints/yolo26n"
+    listed = app.client.get(f"{LIST}?status=ready", headers=auth(key)).json()["deployments"][0]
+    assert {k: v for k, v in deployment.items() if k != "metadata"} == {
+        **listed,
+        "serviceUrl": deployment["serviceUrl"],
+    }
+
+
+def test_health_is_one_model_round_trip(app: App, key: str) -> None:
+    calls = []
+    real = app.model.describe.fn
+    app.model.describe.fn = lambda model_id: calls.append(model_id) or real(model_id)
+    answers = [app.client.get(f"{ONE}/health", headers=auth(key)) for _ in range(5)]
+    for r in answers:
+        assert r.status_code == 200, r.text
+        assert_sdk_type(r.json(), sdk.DeploymentsHealthResponse)
+        assert r.json()["healthy"] is True and r.json()["status"] == 200
+        assert r.json()["latencyMs"] >= 0 and "error" not in r.json()
+    assert calls == [None]  # its own pinned model, once per health_ttl_s
+    assert app.handles == ["yolo26n"]
+
+
+def test_an_unhealthy_deployment_says_why_in_a_200(app: App, key: str) -> None:
+    def wedged(model_id):
+        raise TimeoutError
+
+    app.model.describe.fn = wedged
+    r = app.client.get(f"{ONE}/health", headers=auth(key))
+    assert r.status_code == 200, r.text  # the SDK reads the body of a 2xx only
+    body = r.json()
+    assert_sdk_type(body, sdk.DeploymentsHealthResponse)
+    assert body["healthy"] is False and body["status"] == 504
+    assert body["error"] == "Model timed out: no answer in time, retry shortly"
+
+
+@pytest.mark.parametrize("method", ["PATCH", "DELETE"])
+def test_managing_a_config_endpoint_is_a_403(app: App, key: str, method: str) -> None:
+    r = app.client.request(method, ONE, headers=auth(key), json={"name": "renamed"})
+    assert error_of(r, 403) == MANAGED
+    missing = app.client.request(method, f"{LIST}/nope", headers=auth(key))
+    assert error_of(missing, 404) == "Deployment not found"
+
+
+def test_create_logs_and_metrics_are_501(app: App, key: str) -> None:
+    created = app.client.post(
+        LIST, headers=auth(key), json={"model": "yolo26n", "deployment": "x", "name": "x"}
+    )
+    assert error_of(created, 501) == NOT_CREATABLE
+    for what in ("logs", "metrics"):
+        r = app.client.get(f"{ONE}/{what}", headers=auth(key))
+        assert error_of(r, 501).startswith(f"Deployment {what} are not supported yet")
+        assert error_of(app.client.get(f"{LIST}/nope/{what}", headers=auth(key)), 404)
+
+
+ROUTES = [
+    ("GET", LIST),
+    ("POST", LIST),
+    ("GET", ONE),
+    ("PATCH", ONE),
+    ("DELETE", ONE),
+    ("GET", f"{ONE}/health"),
+    ("GET", f"{ONE}/logs"),
+    ("GET", f"{ONE}/metrics"),
+    ("GET", f"{LIST}/nope"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ROUTES)
+@pytest.mark.parametrize("header", [None, "Bearer ul_" + "f" * 40])
+def test_every_route_needs_a_key_before_anything(app: App, method, path, header) -> None:
+    headers = {} if header is None else {"Authorization": header}
+    r = app.client.request(method, path, headers=headers)
+    assert "Unauthorized" in error_of(r, 401)
+    assert r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert app.details_read == 0  # an unauthenticated caller costs no look at Serve
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [(m, p) for m, p in ROUTES if p != LIST and not p.endswith("nope")]
+)
+def test_a_key_restricted_away_gets_the_missing_deployments_404(
+    store: Path, app: App, method: str, path: str
+) -> None:
+    narrow = keys.create_key(store, "narrow", models=["yolo26n-seg"])
+    missing = app.client.request(method, path.replace("yolo26n", "nope"), headers=auth(narrow))
+    r = app.client.request(method, path, headers=auth(narrow))
+    assert r.status_code == missing.status_code == 404
+    assert r.json() == missing.json() == {"error": "Deployment not found"}
+
+
+def test_a_restricted_key_lists_only_its_models_endpoints(store: Path, app: App) -> None:
+    narrow = keys.create_key(store, "narrow", models=["yolo26n-seg"])
+    body = app.client.get(LIST, headers=auth(narrow)).json()
+    assert [d["deployment"] for d in body["deployments"]] == ["yolo26n-seg"]
+    assert body["total"] == 1
+    r = app.client.get(f"{LIST}/yolo26n-seg", headers=auth(narrow))
+    assert r.status_code == 200 and r.json()["deployment"]["owner"] == "default"
+
+
+def test_only_a_keys_own_limit_counts(store: Path, app: App, key: str) -> None:
+    own = keys.create_key(store, "own", rate_limit=2)  # before the app reads the store
+    for _ in range(LIMIT + 1):  # past the app's default (predict) limit: still uncounted
+        r = app.client.get(LIST, headers=auth(key))
+        assert r.status_code == 200 and "X-RateLimit-Limit" not in r.headers
+    statuses = [app.client.get(ONE, headers=auth(own)).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
+
+
+# -- the directory's reading of Serve ------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("serve_status", "status", "message"),
+    [
+        ("RUNNING", "ready", ""),
+        ("DEPLOYING", "deploying", "waiting for replicas to start (0 of 2 running)"),
+        ("DEPLOY_FAILED", "failed", "Deploying app 'x' failed with exception:"),
+        ("UNHEALTHY", "failed", "Deploying app 'x' failed with exception:"),
+        ("DELETING", "stopping", "Deploying app 'x' failed with exception:"),
+        ("NOT_STARTED", "deploying", "NOT_STARTED"),
+    ],
+)
+def test_serve_statuses_as_the_sdks(serve_status: str, status: str, message: str) -> None:
+    failure = (
+        "Deploying app 'x' failed with exception:\nTraceback (most recent call last):\n"
+        '  File "/secret/path/app.py", line 1\nFileNotFoundError: /secret/path/w.pt'
+    )
+    app = serve_app(
+        "x",
+        "yolo26n",
+        serve_status,
+        message="" if serve_status in ("RUNNING", "DEPLOYING", "NOT_STARTED") else failure,
+        running=0,
+        target=2,
+    )
+    (endpoint,) = _endpoints({"x": app})
+    assert endpoint.platform_status() == (status, message)
+    assert "secret" not in endpoint.message  # the traceback stays in Serve's logs
+
+
+def test_a_deploying_endpoint_says_what_serve_says_when_it_does() -> None:
+    app = serve_app("x", "yolo26n", "DEPLOYING", deployment_message="Replica scheduling delayed")
+    (endpoint,) = _endpoints({"x": app})
+    assert endpoint.platform_status() == ("deploying", "Replica scheduling delayed")
+
+
+def test_fixed_replicas_are_both_bounds() -> None:
+    app = serve_app("x", "yolo26n", autoscaling=None, target=3, running=3, num_cpus=2)
+    (endpoint,) = _endpoints({"x": app})
+    assert (endpoint.min_replicas, endpoint.max_replicas) == (3, 3)
+    assert (endpoint.num_cpus, endpoint.running_replicas) == (2.0, 3)
+
+
+def test_without_a_config_the_model_is_asked_once_per_deploy() -> None:
+    model = FakeModel()
+    calls = []
+    real = model.describe.fn
+    model.describe.fn = lambda model_id: calls.append(model_id) or real(model_id)
+    details = {"applications": {"x": serve_app("x", None)}}
+    directory = EndpointDirectory(details=lambda: details, handle=lambda name: model)  # type: ignore[arg-type,return-value]
+    for _ in range(3):
+        directory._checked = -1e9  # as if the cache had expired
+        (endpoint,) = _run(directory.endpoints())
+        assert endpoint.model_id == "yolo26n"
+    assert calls == [None]
+
+
+def test_lookup_for_predictions_is_running_endpoints_only() -> None:
+    directory = _directory(apps())
+    assert _run(directory.lookup("yolo26n"))[1] == "yolo26n"
+    assert _run(directory.lookup("yolo26n-seg")) is None  # deploying: listed, not routed to
+    assert _run(directory.lookup("shared")) is None
+    assert _run(directory.find("../etc")) is None
+
+
+# -- the official SDK and its CLI, in-process ---------------------------------------------------
+def test_the_official_sdk_reads_the_deployments(app: App, key: str) -> None:
+    from ultralytics_platform import APIError, Platform
+
+    client = Platform(
+        api_key=key, base_url="http://testserver", http_client=app.client, max_retries=0
+    )
+    listed = client.deployments.list("acme", status="ready")
+    assert [d["deployment"] for d in listed["deployments"]] == ["yolo26n"]
+    assert client.deployments.retrieve("acme", "yolo26n")["deployment"]["model"] == "yolo26n"
+    assert client.deployments.health("acme", "yolo26n")["healthy"] is True
+    for call, status in (
+        (lambda: client.deployments.update("acme", "yolo26n", body={"name": "x"}), 403),
+        (lambda: client.deployments.delete("acme", "yolo26n"), 403),
+        (lambda: client.deployments.logs("acme", "yolo26n"), 501),
+        (lambda: client.deployments.retrieve("acme", "nope"), 404),
+    ):
+        with pytest.raises(APIError) as failed:
+            call()
+        assert failed.value.status_code == status
+
+
+def test_ul_lists_the_deployments_of_the_keys_owner(app: App, key: str, monkeypatch, capsys):
+    from ultralytics_platform import Platform
+    from ultralytics_platform import cli as ul
+
+    sent: list[str] = []
+    app.client.event_hooks = {"request": [lambda r: sent.append(r.url.path)], "response": []}
+    monkeypatch.setattr(ul, "Platform", lambda **kw: Platform(**kw, http_client=app.client))
+    monkeypatch.setenv("ULTRALYTICS_PLATFORM_URL", "http://testserver")
+    monkeypatch.setenv("ULTRALYTICS_API_KEY", key)
+    code = ul.main(["cloud", "deployments", "list"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert sent == ["/api/account/summary", "/api/deployments/acme"]
+    assert [d["name"] for d in json.loads(out.out)["deployments"]] == ["yolo26n", "yolo26n-seg"]
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def _run(coro):
+    return asyncio.run(coro)
+
+
+def _directory(applications: dict[str, dict[str, Any]]) -> EndpointDirectory:
+    details = {"applications": applications}
+    model = FakeModel()
+    return EndpointDirectory(details=lambda: details, handle=lambda name: model)  # type: ignore[arg-type,return-value]
+
+
+def _endpoints(applications: dict[str, dict[str, Any]]) -> list[Endpoint]:
+    return _run(_directory(applications).endpoints())
+
+
+def test_a_405_names_the_methods_of_every_route_on_the_path(app: App, key: str) -> None:
+    r = app.client.put(ONE, headers=auth(key))
+    assert error_of(r, 405) == "Method not allowed"
+    assert r.headers["Allow"] == "DELETE, GET, HEAD, PATCH"
+    assert app.client.put(LIST, headers=auth(key)).headers["Allow"] == "GET, HEAD, POST"
