@@ -172,12 +172,12 @@ def png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
-def png_bomb(width: int, height: int) -> bytes:
-    """A valid greyscale PNG of zeros: kilobytes on disk, `width * height` bytes decoded."""
+def png_bomb(width: int, height: int, bit_depth: int = 8) -> bytes:
+    """A valid greyscale PNG of zeros: kilobytes on disk, `width * height` samples decoded."""
     compressor = zlib.compressobj(9)
-    row = bytes(width + 1)
+    row = bytes(width * bit_depth // 8 + 1)  # the filter byte, then the zero samples
     data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    ihdr = struct.pack(">IIBBBBB", width, height, bit_depth, 0, 0, 0, 0)
     return (
         b"\x89PNG\r\n\x1a\n"
         + png_chunk(b"IHDR", ihdr)
@@ -197,16 +197,7 @@ def jpeg_with_size(width: int, height: int) -> bytes:
 # -- big files for the decoder's memory budget ----------------------------------------------
 def big_sixteen_bit_png(width: int = 8000, height: int = 8000) -> bytes:
     """A 16-bit greyscale PNG of zeros: 124 KB on disk at 8000 x 8000, 128 MB decoded."""
-    compressor = zlib.compressobj(9)
-    row = bytes(2 * width + 1)  # filter byte + two zero bytes per sample
-    data = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
-    ihdr = struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", ihdr)
-        + png_chunk(b"IDAT", data)
-        + png_chunk(b"IEND", b"")
-    )
+    return png_bomb(width, height, bit_depth=16)
 
 
 def big_float_tiff(width: int = 7000, height: int = 7000) -> bytes:
