@@ -15,8 +15,3 @@ class ApiError(Exception):
 
 def bad_request(message: str) -> ApiError:
     return ApiError(400, message)
-
-
-def model_not_found() -> ApiError:
-    # One message for "unknown" and "not allowed for this key": no hint about what exists.
-    return ApiError(404, "Model not found")

@@ -13,12 +13,14 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
 import pillow_heif
 from PIL import Image
 
 from shared.assets import example_image
+from shared.results import Prediction
 
 pillow_heif.register_heif_opener()
 
@@ -346,3 +348,22 @@ def corruptions(data: bytes, count: int = 30, seed: int = 0) -> list[tuple[str, 
     """
     rng = np.random.default_rng(seed)
     return [_CORRUPTIONS[i % len(_CORRUPTIONS)](data, rng) for i in range(count)]
+
+
+# -- model output, for the tests of what the ingress makes of it -------------------------------
+SAMPLE_NAMES = ["person", "bus", "car"]
+SAMPLE_SPEED = {"preprocess": 1.234, "inference": 10.0, "postprocess": 0.5}
+
+
+def sample_detections(task: str = "detect", **extra: Any) -> Prediction:
+    """Two detections (a bus, a person) as the model deployment returns them; `extra` adds the
+    task's own arrays (segments, keypoints, obb)."""
+    return Prediction(
+        task=task,
+        names=SAMPLE_NAMES,
+        boxes=np.array([[10.0, 20.0, 110.0, 220.0], [0.0, 0.0, 5.5, 7.25]], np.float32),
+        confidence=np.array([0.912345678, 0.3], np.float32),
+        classes=np.array([1, 0]),
+        speed=SAMPLE_SPEED,
+        **extra,
+    )

@@ -7,21 +7,11 @@ import pytest
 
 from shared.params import PredictParams
 from shared.results import Prediction, shape_response, shape_results
+from tests.samples import SAMPLE_NAMES as NAMES
+from tests.samples import SAMPLE_SPEED as SPEED
+from tests.samples import sample_detections
 
-NAMES = ["person", "bus", "car"]
-SPEED = {"preprocess": 1.234, "inference": 10.0, "postprocess": 0.5}
-
-
-def detect(task: str = "detect", **extra) -> Prediction:
-    return Prediction(
-        task=task,
-        names=NAMES,
-        boxes=np.array([[10.0, 20.0, 110.0, 220.0], [0.0, 0.0, 5.5, 7.25]], np.float32),
-        confidence=np.array([0.912345678, 0.3], np.float32),
-        classes=np.array([1, 0]),
-        speed=SPEED,
-        **extra,
-    )
+detect = sample_detections
 
 
 def test_detect_fields_and_values() -> None:

@@ -13,22 +13,11 @@ from pydantic import ValidationError
 from deployments import schemas
 from shared.params import PredictParams
 from shared.results import Prediction, shape_response, shape_results
+from tests.samples import SAMPLE_NAMES as NAMES
+from tests.samples import SAMPLE_SPEED as SPEED
+from tests.samples import sample_detections
 
-NAMES = ["person", "bus", "car"]
-SPEED = {"preprocess": 1.234, "inference": 10.0, "postprocess": 0.5}
 VERSIONS = {"ultralytics": "8.4.0", "torch": "2.14.1", "torchvision": "0.29.1", "python": "3.11"}
-
-
-def _detections(task: str, **extra: Any) -> Prediction:
-    return Prediction(
-        task=task,
-        names=NAMES,
-        boxes=np.array([[10.0, 20.0, 110.0, 220.0], [0.0, 0.0, 5.5, 7.25]], np.float32),
-        confidence=np.array([0.912345678, 0.3], np.float32),
-        classes=np.array([1, 0]),
-        speed=SPEED,
-        **extra,
-    )
 
 
 def prediction(task: str) -> Prediction:
@@ -42,7 +31,7 @@ def prediction(task: str) -> Prediction:
         "obb": {"obb": np.array([[[50, 10], [90, 50], [50, 90], [10, 50]]] * 2, np.float32)},
         "detect": {},
     }[task]
-    return _detections(task, **extra)
+    return sample_detections(task, **extra)
 
 
 def body(task: str, params: PredictParams | None = None) -> dict[str, Any]:
