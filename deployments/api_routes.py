@@ -55,8 +55,8 @@ def api_routes(mode: Mode, ingress: Any) -> list[BaseRoute]:
                 methods=["POST"],
                 operation=ops.PREDICT_SDK_DEPLOYMENT,
             ),
-            # The rest of the SDK's deployments: the dedicated endpoints, read-only (they are
-            # managed in serve_config.yaml). One route per method, each with its operation.
+            # The rest of the SDK's deployments (deployments/deployment_routes.py). One route
+            # per method, each with its operation.
             ApiRoute(
                 "/api/deployments/{owner}",
                 ingress.list_deployments,
@@ -77,13 +77,13 @@ def api_routes(mode: Mode, ingress: Any) -> list[BaseRoute]:
             ),
             ApiRoute(
                 "/api/deployments/{owner}/{deployment}",
-                ingress.manage_deployment,
+                ingress.update_deployment,
                 methods=["PATCH"],
                 operation=ops.UPDATE_DEPLOYMENT,
             ),
             ApiRoute(
                 "/api/deployments/{owner}/{deployment}",
-                ingress.manage_deployment,
+                ingress.delete_deployment,
                 methods=["DELETE"],
                 operation=ops.DELETE_DEPLOYMENT,
             ),
@@ -106,9 +106,10 @@ def api_routes(mode: Mode, ingress: Any) -> list[BaseRoute]:
                 operation=ops.DEPLOYMENT_METRICS,
             ),
             ApiRoute("/health", ingress.health, methods=["GET"], operation=ops.SERVICE_HEALTH),
-            # Serve routes a dedicated endpoint that does not exist here (prefix `/`): it
-            # answers exactly what a key restricted away from an existing one gets. The
-            # document describes these paths as the endpoints' own (`documented_routes`).
+            # Serve routes a dedicated endpoint that runs no application here (prefix `/`):
+            # one that does not exist answers exactly what a key restricted away from an
+            # existing one gets; one stopped or starting says so (503). The document
+            # describes these paths as the endpoints' own (`documented_routes`).
             Route(
                 "/endpoints/{name}/predict",
                 ingress.missing_endpoint,

@@ -13,6 +13,7 @@ from ray.serve import Application
 
 from autoscaling import presets
 from deployments.config import CommonArgs, EndpointArgs, SharedArgs
+from deployments.control_plane import ControlPlane
 from deployments.ingress import Ingress
 from deployments.limiter import Limiter
 from deployments.model import ModelServer
@@ -20,9 +21,12 @@ from deployments.model import ModelServer
 
 def model_options(args: CommonArgs, name: str) -> dict[str, Any]:
     """The model deployment's Serve options from an app's args."""
+    actor: dict[str, Any] = {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus}
+    if args.memory_gi is not None:
+        actor["memory"] = int(args.memory_gi * 2**30)  # Ray's memory resource is in bytes
     options: dict[str, Any] = {
         "name": name,
-        "ray_actor_options": {"num_cpus": args.num_cpus, "num_gpus": args.num_gpus},
+        "ray_actor_options": actor,
         "user_config": args.batching.model_dump(),
         "max_queued_requests": args.max_queued_requests,
     }
@@ -40,7 +44,9 @@ def build_shared(raw_args: dict[str, Any]) -> Application:
     pool = ModelServer.options(**model_options(args, "ModelPool")).bind(args)
     # One Limiter replica per app counts for every Ingress replica: the limit stays exact.
     limiter = Limiter.bind(args.rate_limit.limit())
-    return Ingress.bind(pool, args, limiter)
+    # The SDK's deployments API: records in SQLite, each its own Serve application.
+    control = ControlPlane.bind(args)
+    return Ingress.bind(pool, args, limiter, control)
 
 
 def build_endpoint(raw_args: dict[str, Any]) -> Application:

@@ -35,6 +35,8 @@ class CommonArgs(BaseModel):
     max_upload_mb: float = Field(DEFAULT_MAX_UPLOAD_MB, gt=0, le=100)
     num_cpus: float = Field(2, ge=0)  # per model replica; inference threads follow it
     num_gpus: float = Field(0, ge=0)
+    # Memory Ray reserves per model replica (its `memory` resource), in GiB; None: none reserved.
+    memory_gi: float | None = Field(None, gt=0)
     batching: Batching = Batching()
     autoscaling: str | dict[str, Any] | None = None  # a preset name from autoscaling/presets.py
     autoscaling_overrides: dict[str, Any] | None = None
@@ -79,6 +81,20 @@ class RateLimitArgs(BaseModel):
         return RateLimit(self.requests, self.window_s)
 
 
+class ControlPlaneArgs(BaseModel):
+    """The deployments API's control plane (deployments/control_plane.py), in the shared app."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    # The SQLite database of the API-created deployments: the source of truth they are
+    # redeployed from after a restart. Relative paths are under the project; it must live on
+    # the head node (where the control plane runs), on a PersistentVolumeClaim under KubeRay.
+    database: str = ".state/deployments.sqlite"
+    # How often records and Serve's applications are compared (and any difference acted on).
+    reconcile_s: float = Field(2, gt=0, le=60)
+    # How API-created endpoints scale (a preset of autoscaling/presets.py).
+    autoscaling: str = "latency-first"
+
+
 class SharedArgs(CommonArgs):
     """The shared predict service: every registry model, rate-limited per key."""
 
@@ -86,6 +102,7 @@ class SharedArgs(CommonArgs):
     preload: tuple[str, ...] = ()
     max_models_per_replica: int = Field(3, ge=1)
     rate_limit: RateLimitArgs = RateLimitArgs()
+    control_plane: ControlPlaneArgs = ControlPlaneArgs()
 
 
 class EndpointArgs(CommonArgs):
@@ -97,6 +114,9 @@ class EndpointArgs(CommonArgs):
     # The app whose Limiter counts keys that have a rate_limit of their own (keys without one
     # are not limited here); null: such keys go uncounted on this endpoint.
     limiter_app: str | None = "shared"
+    # The workspace an API-created endpoint belongs to: only its keys reach it. None: an
+    # endpoint of serve_config.yaml, which every key may call.
+    owner: str | None = None
 
 
 AppArgs = SharedArgs | EndpointArgs

@@ -6,7 +6,8 @@
    (20 per window) counts only on routes whose `RouteRules.default_limit` says so (the shared
    service's); dedicated endpoints stay unlimited for keys without a limit of their own;
 3. the model: a key restricted to some models gets, for any other model, exactly the 404 that
-   a missing model gets on that route, so keys cannot probe what exists.
+   a missing model gets on that route, so keys cannot probe what exists; so does a key of
+   another owner on an API-created deployment (each is its owner's workspace's alone).
 Counting comes before the model check, so 404s count too (model IDs cannot be probed faster
 than the limit). The admission's headers (`X-RateLimit-*`) go on every response of the route
 after that, errors included.
@@ -108,16 +109,23 @@ class Gate:
         return self.default_limit if rules.default_limit else None
 
     async def admit(
-        self, authorization: str | None, rules: RouteRules, model_id: str | None = None
+        self,
+        authorization: str | None,
+        rules: RouteRules,
+        model_id: str | None = None,
+        owner: str | None = None,
     ) -> Admission:
         """The caller's key and its response headers, or ApiError 401, 429 or 404.
 
         `model_id` is the registry model the request reaches, None when there is none (an
-        unknown model or deployment): that answers the route's 404 once counted.
+        unknown model or deployment): that answers the route's 404 once counted. `owner`: the
+        workspace whose keys alone may reach it (an API-created deployment's); another
+        owner's key gets the same 404.
         """
         key = self.keys.authenticate(authorization)
         headers = await self._count(key, self.limit_for(key, rules))
-        if rules.checks_model and (model_id is None or not key.allows(model_id)):
+        foreign = owner is not None and key.owner != owner
+        if rules.checks_model and (model_id is None or not key.allows(model_id) or foreign):
             raise ApiError(404, rules.not_found, headers)
         return Admission(key, headers)
 

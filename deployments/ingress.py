@@ -10,9 +10,8 @@ import asyncio
 import logging
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple, get_args
+from typing import Any, NamedTuple
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
@@ -26,13 +25,12 @@ from deployments import model_calls, openapi
 from deployments.api_routes import api_routes, documented_routes
 from deployments.browser import NoSniffMiddleware, add_cors
 from deployments.config import AppArgs, EndpointArgs, SharedArgs
-from deployments.directory import Endpoint, EndpointDirectory
+from deployments.deployment_routes import DeploymentRoutes
+from deployments.directory import CachedHandles, model_handle
 from deployments.gate import (
     ACCOUNT_ROUTE,
     DEDICATED_INFO,
     DEDICATED_ROUTE,
-    DEPLOYMENTS_ROUTE,
-    FORWARDED_ROUTE,
     SHARED_LISTING,
     SHARED_ROUTE,
     Admission,
@@ -44,12 +42,11 @@ from deployments.gate import (
 from deployments.metrics import IngressMetrics, RequestMetricsMiddleware
 from deployments.pages import PredictPages
 from deployments.response_check import add_response_check
-from deployments.schemas import DeploymentStatus
 from deployments.uploads import UrlSources, read_upload
 from shared.cached_probe import CachedProbe
-from shared.errors import ApiError, bad_request
+from shared.errors import ApiError
 from shared.images import decode_image, decode_peak_bytes
-from shared.keys import KeyRecord, KeyRing
+from shared.keys import KeyRing
 from shared.memory_budget import MB, MemoryBudget
 from shared.params import parse_params
 from shared.registry import PROJECT_ROOT, ModelSpec, is_valid_model_id, load_registry
@@ -57,21 +54,6 @@ from shared.results import shape_response, shape_results
 from shared.timing import PhaseTimer
 
 logger = logging.getLogger("ray.serve")
-
-# The official SDK's deployments, as this server answers them (deployments/schemas.py). The SDK
-# requires a data region of us, eu or ap at the top level: "us", the Platform's default (the
-# data stays on this server whatever it says). A deployment's own region is free text there.
-SDK_REGION = "us"
-ENDPOINT_REGION = "self-hosted"
-LIST_LIMIT = (1, 100)
-LIST_DEFAULT = 20
-DEPLOYMENT_STATUSES: tuple[str, ...] = get_args(DeploymentStatus)
-MANAGED = "Deployment managed by serve_config.yaml: edit that file and redeploy"
-NOT_CREATABLE = (
-    "Creating deployments through the API is not supported yet: add an application to "
-    "serve_config.yaml"
-)
-_SHOWN = 24  # how much of a bad query value to echo back
 
 
 class Ping(NamedTuple):
@@ -101,7 +83,7 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-class IngressApp:
+class IngressApp(DeploymentRoutes):
     """The ingress itself, plain Python: Serve runs it as the `Ingress` deployment below, and
     tests build it in-process over stand-in handles (tests/unit/test_ingress_routes.py)."""
 
@@ -110,12 +92,16 @@ class IngressApp:
         model: DeploymentHandle,
         config: AppArgs,
         limiter: DeploymentHandle | None = None,
+        control: DeploymentHandle | None = None,
     ):
         self.config = config
         self.model = model
         dedicated = config if isinstance(config, EndpointArgs) else None
         self.endpoint_name = dedicated.name if dedicated else None
         self.model_id = dedicated.model if dedicated else None  # a dedicated endpoint's model
+        # An API-created endpoint's workspace: other owners' keys get its 404 (None: everyone's).
+        self.owner = dedicated.owner if dedicated else None
+        self.control = control  # the shared app's deployments control plane
         self.registry: dict[str, ModelSpec] = load_registry(
             _resolve(self.config.registry) if self.config.registry else None
         )
@@ -135,7 +121,7 @@ class IngressApp:
         self.health_probe = CachedProbe(self._check_health, self.config.health_ttl_s)
         self.limit_bytes = int(self.config.max_upload_mb * MB)
         self.url_sources = UrlSources(self.config.allow_url_sources, self.config.url_timeout_s)
-        self.endpoints = EndpointDirectory()  # tests replace it with one over fake details
+        self.model_handle = CachedHandles(model_handle)  # tests reach stand-ins instead
         self.deployment_probes: dict[str, CachedProbe[Ping]] = {}  # endpoint name -> its probe
         self.metrics = IngressMetrics()
         self._openapi: dict[str, dict[str, Any]] = {}  # root path -> document
@@ -216,7 +202,7 @@ class IngressApp:
         return {**healthy, "model": self.model_id, "task": ping.info["task"]}, 200
 
     async def info(self, request: Request) -> Response:
-        admission = await self._admit(request, DEDICATED_INFO, self.model_id)
+        admission = await self._admit(request, DEDICATED_INFO, self.model_id, self.owner)
         info = await model_calls.describe(self.model, None, self.config.model_timeout_s)
         return self._json(
             admission,
@@ -286,133 +272,20 @@ class IngressApp:
 
     async def predict_dedicated(self, request: Request) -> Response:
         assert self.model_id is not None
-        admission = await self._admit(request, DEDICATED_ROUTE, self.model_id)
+        admission = await self._admit(request, DEDICATED_ROUTE, self.model_id, self.owner)
         return await self._predict(request, admission, self.registry[self.model_id])
 
-    async def predict_forwarded(self, request: Request) -> Response:
-        """`/api/deployments/{owner}/{name}/predict`: the dedicated endpoint `name`."""
-        # The key first, so that an unauthenticated caller costs no lookup.
-        self.keys.authenticate(request.headers.get("authorization"))
-        target = await self.endpoints.lookup(request.path_params["deployment"])
-        admission = await self._admit(request, FORWARDED_ROUTE, target[1] if target else None)
-        assert target is not None
-        handle, model_id = target
-        return await self._predict(request, admission, self.registry[model_id], handle)
-
-    # -- the official SDK's deployments: the dedicated endpoints, read-only ------------------
-    async def list_deployments(self, request: Request) -> Response:
-        admission = await self._admit(request, DEPLOYMENTS_ROUTE)
-        status, model, limit = _list_query(request)
-        items = [
-            self._deployment_item(request, admission.key.owner, endpoint)
-            for endpoint in await self.endpoints.endpoints()
-            if _visible(admission.key, endpoint)
-        ]
-        if status is not None:
-            items = [item for item in items if item["status"] == status]
-        if model is not None:
-            items = [item for item in items if item.get("model") == model]
-        body = {"deployments": items[:limit], "total": len(items), "region": SDK_REGION}
-        return self._json(admission, body)
-
-    async def create_deployment(self, request: Request) -> Response:
-        await self._admit(request, DEPLOYMENTS_ROUTE)  # 401 (or a key's own 429) first
-        raise ApiError(501, NOT_CREATABLE)
-
-    async def retrieve_deployment(self, request: Request) -> Response:
-        admission, endpoint = await self._named_deployment(request)
-        item = self._deployment_item(request, admission.key.owner, endpoint)
-        body = {"deployment": {**item, "metadata": {}}, "region": SDK_REGION}
-        return self._json(admission, body)
-
-    async def manage_deployment(self, request: Request) -> Response:
-        """PATCH and DELETE: every endpoint here is an application of serve_config.yaml, which
-        a redeploy of that file would bring back as it was."""
-        await self._named_deployment(request)
-        raise ApiError(403, MANAGED)
-
-    async def deployment_health(self, request: Request) -> Response:
-        """As the endpoint's own /health, one model round trip per `health_ttl_s` per endpoint
-        and replica; answered 200 either way, as the SDK reads the body of a 2xx only."""
-        admission, endpoint = await self._named_deployment(request)
-        probe = self.deployment_probes.get(endpoint.name)
-        if probe is None:
-            model, timeout_s = self.endpoints.handle(endpoint.name), self.config.model_timeout_s
-            probe = CachedProbe(lambda: ping_model(model, timeout_s), self.config.health_ttl_s)
-            self.deployment_probes[endpoint.name] = probe
-        ping = await probe.get()
-        body: dict[str, Any] = {
-            "healthy": ping.error is None,
-            "status": ping.error.status if ping.error else 200,
-            "latencyMs": ping.latency_ms,
-        }
-        if ping.error is not None:
-            body["error"] = ping.error.message
-        return self._json(admission, body)
-
-    async def deployment_logs(self, request: Request) -> Response:
-        await self._named_deployment(request)
-        raise ApiError(
-            501, "Deployment logs are not supported yet: Serve writes them under logs/serve/"
-        )
-
-    async def deployment_metrics(self, request: Request) -> Response:
-        await self._named_deployment(request)
-        raise ApiError(
-            501, "Deployment metrics are not supported yet: scrape Ray's Prometheus export"
-        )
-
-    async def _named_deployment(self, request: Request) -> tuple[Admission, Endpoint]:
-        """The admission and endpoint of a route naming `{deployment}`: the gate answers a
-        missing one, or one whose model the key may not use, with the same 404."""
-        # The key first, so that an unauthenticated caller costs no lookup.
-        self.keys.authenticate(request.headers.get("authorization"))
-        endpoint = await self.endpoints.find(request.path_params["deployment"])
-        model_id = endpoint.model_id if endpoint else None
-        admission = await self._admit(request, FORWARDED_ROUTE, model_id)
-        assert endpoint is not None
-        return admission, endpoint
-
-    def _deployment_item(self, request: Request, owner: str, endpoint: Endpoint) -> dict[str, Any]:
-        """An endpoint as the SDK's deployment (schemas.DeploymentSummary): optional keys only
-        where this server knows the answer."""
-        status, message = endpoint.platform_status()
-        spec = self.registry.get(endpoint.model_id) if endpoint.model_id else None
-        item: dict[str, Any] = {"id": endpoint.name, "owner": owner}
-        if endpoint.model_id:
-            item["model"] = endpoint.model_id
-        if spec is not None:
-            item["task"] = spec.task
-        item.update(deployment=endpoint.name, name=endpoint.name, status=status)
-        if message:
-            item["statusMessage"] = message
-        item["region"] = ENDPOINT_REGION
-        if endpoint.route_prefix:
-            # The host the caller reached this server by (base_url follows its Host header).
-            item["serviceUrl"] = str(request.base_url).rstrip("/") + endpoint.route_prefix
-        item["resources"] = {
-            "cpu": endpoint.num_cpus,
-            "memoryGi": round(endpoint.memory_bytes / 2**30, 3),
-            "minInstances": endpoint.min_replicas,
-            "maxInstances": endpoint.max_replicas,
-        }
-        # Serve keeps one time per application, its last deploy: no creation time of its own.
-        deployed = _iso(endpoint.deployed_at_s)
-        if status == "ready":
-            item["deployedAt"] = deployed
-        item.update(createdAt=deployed, updatedAt=deployed)
-        return item
-
-    async def missing_endpoint(self, request: Request) -> Response:
-        await self._admit(request, DEDICATED_ROUTE, None)  # 401, 429 or the model's 404
-        raise ApiError(404, DEDICATED_ROUTE.not_found)  # unreachable: no model, no admission
-
     async def _admit(
-        self, request: Request, rules: RouteRules, model_id: str | None = None
+        self,
+        request: Request,
+        rules: RouteRules,
+        model_id: str | None = None,
+        owner: str | None = None,
     ) -> Admission:
         """The gate's decision for this request (ApiError otherwise), its headers attached so
         that error responses from here on carry them too."""
-        admission = await self.gate.admit(request.headers.get("authorization"), rules, model_id)
+        authorization = request.headers.get("authorization")
+        admission = await self.gate.admit(authorization, rules, model_id, owner)
         attach_limit_headers(request, admission.headers)
         return admission
 
@@ -474,45 +347,6 @@ class IngressApp:
             inference=sum(prediction["speed"].values()),
         )
         return response
-
-
-def _visible(key: KeyRecord, endpoint: Endpoint) -> bool:
-    """Whether a key sees this endpoint in a listing: it may use its model (and one whose model
-    is not known yet only a key that may use every model)."""
-    if endpoint.model_id is None:
-        return key.models is None
-    return key.allows(endpoint.model_id)
-
-
-def _list_query(request: Request) -> tuple[str | None, str | None, int]:
-    """The listing's `status`, `model` and `limit` (400 for a bad one)."""
-    query = request.query_params
-    status = query.get("status")
-    if status is not None and status not in DEPLOYMENT_STATUSES:
-        raise bad_request(
-            f"Invalid 'status': must be one of {', '.join(DEPLOYMENT_STATUSES)}, {_got(status)}"
-        )
-    # The SDK documents `model` as a Platform "project/model": registry models have no project.
-    model = query.get("model")
-    model = model.rsplit("/", 1)[-1] if model else None
-    raw = query.get("limit")
-    low, high = LIST_LIMIT
-    if raw is None:
-        return status, model, LIST_DEFAULT
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3 and low <= int(raw) <= high):
-        raise bad_request(f"Invalid 'limit': must be an integer from {low} to {high}, {_got(raw)}")
-    return status, model, int(raw)
-
-
-def _got(raw: str) -> str:
-    shown = raw if len(raw) <= _SHOWN else raw[:_SHOWN] + "..."
-    return f"got {shown!r}"
-
-
-def _iso(seconds: float) -> str:
-    """Unix seconds as the Platform writes times: ISO 8601 UTC with milliseconds."""
-    moment = datetime.fromtimestamp(seconds, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 # The Serve deployment: the same class behind Serve's ASGI ingress, named as serve_config.yaml

@@ -16,9 +16,14 @@ SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 _SEGMENT = r"^[^/]+$"
 
 MODEL_ID = PathParam("modelId", "A model ID from `GET /api/models`", SLUG_PATTERN, "model_id")
-OWNER = PathParam("owner", "Ignored", _SEGMENT, example="me")
+OWNER = PathParam(
+    "owner",
+    "Ignored: a key acts for its own workspace (`GET /api/account/summary` names it)",
+    _SEGMENT,
+    example="me",
+)
 PROJECT = PathParam("project", "Ignored", _SEGMENT, example="demo")
-DEPLOYMENT = PathParam("deployment", "A dedicated endpoint's name", SLUG_PATTERN)
+DEPLOYMENT = PathParam("deployment", "A deployment's slug", SLUG_PATTERN)
 ENDPOINT = PathParam("endpoint", "A dedicated endpoint's name", SLUG_PATTERN)
 
 _LIMIT = Header("X-RateLimit-Limit", "Requests allowed per window for this key")
@@ -130,17 +135,28 @@ PREDICT_SDK_DEPLOYMENT = _predict(
 )
 SERVICE_HEALTH = Operation("Liveness", {200: Reply(schemas.ServiceHealth, "Serving")}, public=True)
 
-# -- the official SDK's deployments: the dedicated endpoints of serve_config.yaml --------------
-# Counted only against a key's own rate limit, like the account summary. A deployment that a
-# key's models exclude answers the 404 of a missing one.
+# -- the official SDK's deployments ---------------------------------------------------------------
+# serve_config.yaml's endpoints (everyone's, read-only) and the API-created ones (their owner's).
+# Counted only against a key's own rate limit, like the account summary. A deployment of
+# another owner, or whose model the key may not use, answers the 404 of a missing one.
 _DEPLOYMENT_NOT_FOUND = Reply(
-    schemas.Error, "Deployment not found (unknown, or its model not allowed for this key)"
+    schemas.Error,
+    "Deployment not found (unknown, another owner's, or its model not allowed for this key)",
 )
 _NOT_YET = "Not supported yet (the message says what to do instead)"
+_FORBIDDEN = Reply(
+    schemas.Error,
+    "The key's scope is not `deploy`, or the deployment is one of serve_config.yaml (edit that "
+    "file and redeploy)",
+)
+_JSON_BODY = {
+    413: Reply(schemas.Error, "The body is over 64 KB"),
+    415: Reply(schemas.Error, "The body is not application/json"),
+}
 LIST_DEPLOYMENTS = Operation(
-    "The dedicated endpoints this key may use, as the official SDK's deployments, by name. "
-    "Query: `status` (creating, deploying, ready, stopping, stopped, failed), `model` (a model "
-    "ID), `limit` (1-100, default 20)",
+    "The deployments this key may use, as the official SDK's, by slug. Query: `status` "
+    "(creating, deploying, ready, stopping, stopped, failed), `model` (a model ID), `limit` "
+    "(1-100, default 20)",
     {
         200: Reply(schemas.DeploymentList, "The deployments, and how many matched"),
         400: BAD_REQUEST,
@@ -150,12 +166,24 @@ LIST_DEPLOYMENTS = Operation(
     (OWNER,),
 )
 CREATE_DEPLOYMENT = Operation(
-    "Create a deployment: not supported yet (add an application to serve_config.yaml)",
-    {401: UNAUTHORIZED, 500: SERVER_ERROR, 501: Reply(schemas.Error, _NOT_YET)},
+    "Create a dedicated endpoint of a registry model at `/endpoints/{deployment}`, owned by the "
+    "key's workspace (scope `deploy`). It answers at once (`creating`); retrieve it until "
+    "`ready`",
+    {
+        201: Reply(schemas.DeploymentCreated, "Accepted: it is being created"),
+        400: BAD_REQUEST,
+        401: UNAUTHORIZED,
+        403: _FORBIDDEN,
+        404: Reply(schemas.Error, "Model not found (unknown, or not allowed for this key)"),
+        409: Reply(schemas.Error, "The slug is taken (by any deployment or application)"),
+        **_JSON_BODY,
+        500: SERVER_ERROR,
+    },
     (OWNER,),
+    (Form("application/json", schemas.CreateDeploymentBody),),
 )
 RETRIEVE_DEPLOYMENT = Operation(
-    "A dedicated endpoint as the official SDK's deployment: status, service URL, resources",
+    "A deployment: status (and what it waits for), service URL, resources, metadata",
     {
         200: Reply(schemas.DeploymentDetail, "The deployment"),
         401: UNAUTHORIZED,
@@ -164,25 +192,39 @@ RETRIEVE_DEPLOYMENT = Operation(
     },
     (OWNER, DEPLOYMENT),
 )
-_MANAGED = {
-    401: UNAUTHORIZED,
-    403: Reply(schemas.Error, "Managed by serve_config.yaml: edit that file and redeploy"),
-    404: _DEPLOYMENT_NOT_FOUND,
-    500: SERVER_ERROR,
-}
 UPDATE_DEPLOYMENT = Operation(
-    "Update a deployment: refused for the endpoints of serve_config.yaml",
-    _MANAGED,
+    "Change a deployment (scope `deploy`): {metadata}, {name}, or {action}: `stop` (no "
+    "replicas; predictions 503), `start`, `replace` with `model` (the current model serves "
+    "until the new one is ready), `resize` with `cpu` and/or `memoryGi`",
+    {
+        200: Reply(schemas.DeploymentUpdated, "Taken: its status now, and what happens next"),
+        400: BAD_REQUEST,
+        401: UNAUTHORIZED,
+        403: _FORBIDDEN,
+        404: Reply(
+            schemas.Error,
+            "Deployment not found (as for retrieve), or the model to replace with is not",
+        ),
+        **_JSON_BODY,
+        500: SERVER_ERROR,
+    },
     (OWNER, DEPLOYMENT),
+    (Form("application/json", schemas.UpdateDeploymentBody),),
 )
 DELETE_DEPLOYMENT = Operation(
-    "Delete a deployment: refused for the endpoints of serve_config.yaml",
-    _MANAGED,
+    "Delete a deployment (scope `deploy`): its routes answer 404 once this returns",
+    {
+        200: Reply(schemas.DeploymentDeleted, "Deleted"),
+        401: UNAUTHORIZED,
+        403: _FORBIDDEN,
+        404: _DEPLOYMENT_NOT_FOUND,
+        500: SERVER_ERROR,
+    },
     (OWNER, DEPLOYMENT),
 )
 DEPLOYMENT_HEALTH = Operation(
     "One round trip to the deployment's model (which also starts a replica where it scaled to "
-    "zero): healthy or not, and how fast",
+    "zero): healthy or not, and how fast; a deployment that is not ready is unhealthy",
     {
         200: Reply(schemas.DeploymentHealth, "Whether the model answered"),
         401: UNAUTHORIZED,
@@ -228,7 +270,13 @@ ENDPOINT_INFO = Operation(
 # is no endpoint reaches the shared app, which answers 404 (after the key check where the route
 # takes a key).
 UNDER_ENDPOINT_PREFIX = {
-    404: Reply(schemas.Error, "No such endpoint (or not allowed for this key)")
+    404: Reply(schemas.Error, "No such endpoint (or not allowed for this key)"),
+    503: Reply(
+        schemas.Error,
+        "The deployment is stopped or failed, or still starting (then with Retry-After); or, "
+        "when it runs, its model is busy or has no ready replica",
+        (Header("Retry-After", "Seconds to wait before retrying"),),
+    ),
 }
 
 # -- both ----------------------------------------------------------------------------------------

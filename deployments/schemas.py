@@ -239,11 +239,21 @@ class AccountSummary(Wire):
 
 
 # -- the official SDK's deployments (its `DeploymentsListResponse` and siblings) ---------------
-# What the SDK's types require, with what this server can say: its deployments are the dedicated
-# endpoints of serve_config.yaml, not Platform projects, so `project` is never sent.
+# The endpoints of serve_config.yaml and the API-created ones, alike: the slug is the id.
 DeploymentStatus = Literal["creating", "deploying", "ready", "stopping", "stopped", "failed"]
 Region = Literal["us", "eu", "ap"]
 IsoTime = Annotated[str, Field(pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")]
+# A deployment's slug is a DNS label, as a Cloud Run service name: it becomes a route.
+DEPLOYMENT_SLUG = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+# The Platform's choices per replica; the SDK's create and update take only these.
+Cpu = Literal[1, 2, 4, 6, 8]
+MemoryGi = Literal[2, 4, 8, 16, 24, 32]
+DEFAULT_CPU: Cpu = 1
+DEFAULT_MEMORY_GI: MemoryGi = 2
+METADATA_BYTES = 16 * 1024  # a deployment's metadata, as JSON
+Text = Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+RegionName = Annotated[str, Field(max_length=40, pattern=r"^[a-z]+(-[a-z0-9]+)+$")]
+ModelId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
 
 
 class DeploymentResources(Wire):
@@ -257,26 +267,90 @@ class DeploymentResources(Wire):
 
 
 class DeploymentSummary(Wire):
-    """A dedicated endpoint as an SDK deployment: its slug is its id, deployment and name."""
+    """A deployment: an endpoint of serve_config.yaml (everyone's, read-only) or one created
+    through this API (its owner's alone)."""
 
-    id: str
-    owner: str = Field(description="The calling key's owner: every owner sees these endpoints")
+    id: str = Field(description="Its slug, as `deployment`")
+    owner: str = Field(
+        description="The creator's workspace; for an endpoint of serve_config.yaml, the caller's"
+    )
+    project: str | MISSING = Field(MISSING, description="As given at creation (metadata here)")
     model: str | MISSING = Field(MISSING, description="Its model ID in the registry")
     task: Task | MISSING = MISSING
     deployment: str
     name: str
     status: DeploymentStatus
-    statusMessage: str | MISSING = Field(MISSING, description="Why it is not ready, when not")
-    region: Literal["self-hosted"] = Field(description="Where it runs (free text in the SDK)")
+    statusMessage: str | MISSING = Field(MISSING, description="What it waits for, or why not")
+    region: str = Field(
+        description="As requested (it runs on this cluster); self-hosted for config"
+    )
     serviceUrl: str | MISSING = Field(MISSING, description="The endpoint's URL on this server")
     resources: DeploymentResources
     deployedAt: IsoTime | MISSING = MISSING
-    createdAt: IsoTime = Field(description="When Serve last deployed it (as updatedAt)")
+    createdAt: IsoTime = Field(
+        description="For serve_config.yaml's, its last deploy (as updatedAt)"
+    )
     updatedAt: IsoTime
 
 
 class Deployment(DeploymentSummary):
-    metadata: dict[str, Any] = Field(max_length=0, description="Always empty here")
+    metadata: dict[str, Any] = Field(description="As last set by PATCH {metadata}")
+
+
+class CreateDeploymentBody(Wire):
+    """`POST /api/deployments/{owner}`: the SDK's `deployments.create`."""
+
+    project: Text = Field(description="Kept as metadata: registry models belong to no project")
+    model: ModelId = Field(description="A model ID from `GET /api/models`")
+    deployment: str = Field(pattern=DEPLOYMENT_SLUG, description="The slug: /endpoints/{slug}")
+    name: Text = Field(description="Display name")
+    region: RegionName = Field(description="Stored and shown; it runs on this cluster")
+    cpu: Cpu = Field(DEFAULT_CPU, description="CPUs per replica")
+    memoryGi: MemoryGi = Field(DEFAULT_MEMORY_GI, description="Memory per replica, GiB")
+
+
+class MetadataChange(Wire):
+    metadata: dict[str, Any]
+
+
+class NameChange(Wire):
+    name: Text
+
+
+class ActionChange(Wire):
+    """start, stop, replace (`model`) or resize (`cpu`, `memoryGi`); camera is not supported."""
+
+    action: Literal["start", "stop", "camera", "replace", "resize"]
+    url: str | MISSING | None = MISSING
+    project: Text | MISSING = MISSING
+    model: ModelId | MISSING = MISSING
+    name: Text | MISSING = MISSING
+    cpu: Cpu | MISSING = MISSING
+    memoryGi: MemoryGi | MISSING = MISSING
+
+
+class UpdateDeploymentBody(RootModel[MetadataChange | NameChange | ActionChange]):
+    """`PATCH /api/deployments/{owner}/{deployment}`: the SDK's `deployments.update`, one of
+    its three forms."""
+
+
+class DeploymentCreated(Wire):
+    id: str
+    deployment: str
+    status: Literal["creating"]
+    message: str
+    region: str = Field(description="As requested")
+
+
+class DeploymentUpdated(Wire):
+    success: Literal[True]
+    status: DeploymentStatus = Field(description="Its status once the change is taken")
+    message: str = Field(description="What happens next")
+    deployment: str | MISSING = MISSING
+
+
+class DeploymentDeleted(Wire):
+    success: Literal[True]
 
 
 class DeploymentList(Wire):

@@ -69,6 +69,16 @@ EDGE_ENV = {
 }
 
 
+# Serve's controller reports replicas it cannot place after this long (and again each period);
+# the deployments control plane turns that report into a `failed` deployment, so these bound
+# how long an impossible request (more CPUs or memory than any node has) sits in `deploying`.
+# Read by the controller at start: the cluster's environment (and k8s/generate.py's pod env).
+CONTROLLER_ENV = {
+    "RAY_SERVE_SLOW_STARTUP_WARNING_S": "10",
+    "RAY_SERVE_SLOW_STARTUP_WARNING_PERIOD_S": "5",
+}
+
+
 def ray_env() -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -77,7 +87,7 @@ def ray_env() -> dict[str, str]:
     # `ray.init()` may have written one); an owned local head stays as configured unless the
     # user asks for auth explicitly.
     env.setdefault("RAY_AUTH_MODE", "disabled")
-    for name, value in {**SERVE_FAST_PATH_ENV, **EDGE_ENV}.items():
+    for name, value in {**SERVE_FAST_PATH_ENV, **EDGE_ENV, **CONTROLLER_ENV}.items():
         env.setdefault(name, value)
     return env
 

@@ -70,6 +70,7 @@ def serve(config_path: Path, num_cpus: int) -> int:
         for app in config["applications"]:
             if app["route_prefix"] != "/":
                 print(f"  endpoint {app['name']:<12} {base}{app['route_prefix']}/")
+        print(f"  Deployments API       {base}/api/deployments/<owner>  (docs/deployments.md)")
         print(f"  Ray metrics           http://127.0.0.1:{ports.metrics}/metrics")
         if new_key:
             print(f"\nCreated the first API key (shown once, stored hashed in {keys_path}):")

@@ -35,6 +35,14 @@ class Server:
     keys_file: Path
     config: dict
     ports: cluster.ClusterPorts
+    config_path: Path
+    head: subprocess.Popen
+
+    def restart(self) -> None:
+        """The whole stack stopped and started again on the same config and state, as a
+        `make serve` stopped and run again (tests that do this are `redeploys`: they go last)."""
+        cluster.stop_owned_head(self.head)
+        self.head = _start_and_deploy(self.config_path, self.config)
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -61,7 +69,7 @@ class Server:
         )
 
 
-def test_config(keys_file: Path) -> dict:
+def test_config(keys_file: Path, state_dir: Path) -> dict:
     config = yaml.safe_load((PROJECT_ROOT / "serve_config.yaml").read_text())
     config["http_options"]["port"] = PORTS.http
     for app in config["applications"]:
@@ -71,6 +79,8 @@ def test_config(keys_file: Path) -> dict:
         env = app.setdefault("runtime_env", {}).setdefault("env_vars", {})
         env["YOLO_VALIDATE_RESPONSES"] = "1"
         if app["name"] == "shared":
+            # The API-created deployments' records, away from a developer's `make serve`.
+            app["args"]["control_plane"] = {"database": str(state_dir / "deployments.sqlite")}
             # The real 20 per window, in a window short enough to watch roll; two ingress
             # replicas, so that the limit is shown to hold across replicas.
             app["args"]["rate_limit"] = {"requests": 20, "window_s": RATE_LIMIT_WINDOW_S}
@@ -98,15 +108,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
     # The main test key is exempt in practice (its own high limit), so that tests sending many
     # requests never see a 429; rate-limit tests make their own keys, which get the app's limit.
     key = keys.create_key(keys_file, "tests", rate_limit=100_000)
-    config = test_config(keys_file)
+    config = test_config(keys_file, tmp / "state")
     config_path = tmp / "serve_config.yaml"
     config_path.write_text(yaml.safe_dump(config))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     head = _start_and_deploy(config_path, config)
+    server = Server(
+        f"http://127.0.0.1:{PORTS.http}", key, keys_file, config, PORTS, config_path, head
+    )
     try:
-        yield Server(f"http://127.0.0.1:{PORTS.http}", key, keys_file, config, PORTS)
+        yield server
     finally:
-        cluster.stop_owned_head(head)
+        cluster.stop_owned_head(server.head)
 
 
 def _start_and_deploy(config_path: Path, config: dict):
@@ -127,11 +140,21 @@ def _start_and_deploy(config_path: Path, config: dict):
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "redeploys: changes the running cluster; runs last")
+    config.addinivalue_line(
+        "markers", "restarts: stops and starts the whole stack; runs after everything else"
+    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Tests that redeploy the shared cluster go last, so no other test sees them mid-change.
-    items.sort(key=lambda item: item.get_closest_marker("redeploys") is not None)
+    # Tests that redeploy the shared cluster go last, so no other test sees them mid-change;
+    # a test that restarts the whole stack goes after them (drivers connected to the first
+    # cluster, such as `model_stats`'s, do not outlive it).
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("restarts") is not None,
+            item.get_closest_marker("redeploys") is not None,
+        )
+    )
 
 
 @pytest.fixture(scope="session")

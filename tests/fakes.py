@@ -162,3 +162,64 @@ def serve_app(
     details = ServeInstanceDetails(proxies={}, applications={name: app})
     dumped = details._get_user_facing_json_serializable_dict(exclude_unset=True)
     return dumped["applications"][name]
+
+
+class LocalHandle:
+    """A deployment's handle over an instance in this process: `handle.method.remote(*args)`
+    calls the method (awaited when it is a coroutine function)."""
+
+    def __init__(self, target: Any):
+        self.target = target
+
+    def options(self, **_: Any) -> LocalHandle:
+        return self
+
+    def __getattr__(self, name: str) -> _Method:
+        method = getattr(self.target, name)
+        if asyncio.iscoroutinefunction(method):
+            return _AsyncMethod(method)  # type: ignore[return-value]
+        return _Method(method)
+
+
+class _AsyncMethod:
+    def __init__(self, fn: Callable[..., Any]):
+        self.fn = fn
+
+    def remote(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+
+class FakeServeApps:
+    """Serve as the control plane sees it: application details (as `serve_app` builds them)
+    that its deploys and deletes change. A deploy appears as DEPLOYING; `run(name)` makes it
+    RUNNING, as Serve would once its replicas start."""
+
+    def __init__(self, applications: dict[str, dict[str, Any]] | None = None):
+        self.applications: dict[str, dict[str, Any]] = dict(applications or {})
+        self.deployed: list[tuple[str, Any]] = []  # (name, EndpointArgs) per deploy
+        self.deleted: list[str] = []
+        self.refuse: Exception | None = None  # what the next deploys raise, when set
+        self.linger = False  # deleted applications stay DELETING until `gone(name)`
+
+    def details(self) -> dict[str, Any]:
+        return {"applications": dict(self.applications)}
+
+    def deploy(self, name: str, args: Any) -> None:
+        if self.refuse is not None:
+            raise self.refuse
+        self.deployed.append((name, args))
+        app = serve_app(name, None, "DEPLOYING", running=0, num_cpus=args.num_cpus)
+        self.applications[name] = app
+
+    def run(self, name: str, **kwargs: Any) -> None:
+        self.applications[name] = serve_app(name, None, **kwargs)
+
+    def delete(self, name: str) -> None:
+        self.deleted.append(name)
+        if self.linger:
+            self.applications[name] = {**self.applications[name], "status": "DELETING"}
+        else:
+            self.applications.pop(name, None)
+
+    def gone(self, name: str) -> None:
+        self.applications.pop(name, None)

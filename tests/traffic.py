@@ -39,9 +39,16 @@ class Traffic:
     """Clients sending predict requests back to back until stopped; every outcome is kept."""
 
     def __init__(
-        self, server, path: str, image: bytes, clients: int, timeout: float = 60, **fields: str
+        self,
+        server,
+        path: str,
+        image: bytes,
+        clients: int,
+        timeout: float = 60,
+        key: str | None = None,
+        **fields: str,
     ):
-        self.url, self.headers = server.url(path), server.headers()
+        self.url, self.headers = server.url(path), server.headers(key)
         self.files = {"file": ("image.jpg", image)}
         self.fields, self.timeout = fields, timeout
         self.stop = threading.Event()

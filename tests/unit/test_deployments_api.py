@@ -1,106 +1,31 @@
-"""The official SDK's deployments API in-process: the dedicated endpoints, read-only.
+"""The official SDK's deployments API in-process: reading serve_config.yaml's endpoints.
 
-The ingress under Starlette's TestClient (as in test_ingress_routes.py) with its endpoint
-directory reading Serve details built by Ray's own schema models (tests/fakes.py `serve_app`)
-and reaching a stand-in model handle. Every body is held to the route's declared model (the
-response check) and to the SDK's own TypedDicts, the contract its users code against.
+The ingress under Starlette's TestClient (as in test_ingress_routes.py) over the real control
+plane (its SQLite records in a temporary directory) reading Serve details built by Ray's own
+schema models (tests/fakes.py `serve_app`, `FakeServeApps`), and a stand-in model handle.
+Every body is held to the route's declared model (the response check) and to the SDK's own
+TypedDicts, the contract its users code against. Creating and changing deployments:
+test_deployments_lifecycle.py.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import types
-import typing
 from pathlib import Path
-from typing import Any, NotRequired, get_args, get_origin, get_type_hints
+from typing import Any
 
 import pytest
-import typing_extensions
-from pydantic import ConfigDict, TypeAdapter
-from starlette.testclient import TestClient
 from ultralytics_platform import types as sdk
 
-from deployments.config import SharedArgs
-from deployments.directory import Endpoint, EndpointDirectory
-from deployments.ingress import IngressApp
 from shared import keys
-from tests.fakes import FakeLimiter, FakeModel, serve_app
+from shared.serve_apps import Endpoint, parse_endpoint
+from tests.control_app import LIMIT, App
+from tests.fakes import serve_app
+from tests.sdk_types import assert_sdk_type
 
-LIMIT = 3
-DEPLOYED_AT = 1767225600.0  # 2026-01-01T00:00:00Z
 LIST = "/api/deployments/acme"
 ONE = "/api/deployments/acme/yolo26n"
 MANAGED = "Deployment managed by serve_config.yaml: edit that file and redeploy"
-NOT_CREATABLE = (
-    "Creating deployments through the API is not supported yet: add an application to "
-    "serve_config.yaml"
-)
-
-
-# -- the SDK's TypedDicts as a validator -------------------------------------------------------
-def _for_pydantic(tp: Any) -> Any:
-    """`tp` with each TypedDict rebuilt as typing_extensions' (pydantic refuses typing's on
-    Python 3.11) and closed: a key the SDK does not know is a mismatch too."""
-    if typing.is_typeddict(tp):
-        fields = {
-            name: _for_pydantic(hint)
-            if name in tp.__required_keys__
-            else NotRequired[_for_pydantic(hint)]
-            for name, hint in get_type_hints(tp).items()
-        }
-        rebuilt = typing_extensions.TypedDict(tp.__name__, fields)  # type: ignore[operator]
-        rebuilt.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
-        return rebuilt
-    origin = get_origin(tp)
-    if origin in (list, dict):
-        return origin[tuple(_for_pydantic(a) for a in get_args(tp))]
-    if origin in (typing.Union, types.UnionType):
-        return typing.Union[tuple(_for_pydantic(a) for a in get_args(tp))]  # noqa: UP007
-    return tp
-
-
-def assert_sdk_type(body: Any, typed_dict: Any) -> None:
-    """`body` is what the SDK's TypedDict says, strictly: required keys, literals, types."""
-    TypeAdapter(_for_pydantic(typed_dict)).validate_python(body, strict=True)
-
-
-# -- an app over fake Serve details ------------------------------------------------------------
-def apps() -> dict[str, dict[str, Any]]:
-    """What Serve reports: one endpoint running, one deploying, and the shared app (which
-    runs no `Model` deployment, so it is no endpoint)."""
-    shared = serve_app("shared", None)
-    shared["deployments"] = {"ModelPool": shared["deployments"]["Model"]}
-    return {
-        "shared": shared,
-        "yolo26n": serve_app("yolo26n", "yolo26n", deployed_at=DEPLOYED_AT),
-        "yolo26n-seg": serve_app(
-            "yolo26n-seg", "yolo26n-seg", "DEPLOYING", running=0, target=1, deployed_at=DEPLOYED_AT
-        ),
-    }
-
-
-class App:
-    def __init__(self, store: Path, applications: dict[str, dict[str, Any]] | None = None):
-        self.model = FakeModel()
-        self.details_read = 0
-        config = SharedArgs(keys_file=str(store), rate_limit={"requests": LIMIT, "window_s": 60})
-        self.ingress = IngressApp(self.model, config, FakeLimiter(config.rate_limit.limit()))  # type: ignore[arg-type]
-        details = {"applications": applications if applications is not None else apps()}
-        self.handles: list[str] = []
-
-        def read() -> dict[str, Any]:
-            self.details_read += 1
-            return details
-
-        def handle(name: str) -> FakeModel:
-            self.handles.append(name)
-            return self.model
-
-        self.ingress.endpoints = EndpointDirectory(details=read, handle=handle)  # type: ignore[arg-type]
-        self.client = TestClient(
-            self.ingress.__serve_build_asgi_app__(), raise_server_exceptions=False
-        )
 
 
 @pytest.fixture(autouse=True)
@@ -199,10 +124,13 @@ def test_the_default_limit_is_20(store: Path, key: str) -> None:
     assert len(body["deployments"]) == 20 and body["total"] == 25
 
 
-def test_serve_is_asked_once_per_interval(app: App, key: str) -> None:
+def test_requests_read_serve_no_more_than_the_reconcile_passes(app: App, key: str) -> None:
     for path in (LIST, ONE, f"{ONE}/health", LIST):
         assert app.client.get(path, headers=auth(key)).status_code == 200
-    assert app.details_read == 1
+    assert app.details_read == 1  # the first read; after it, only each reconcile pass reads
+    app.reconcile()
+    assert app.client.get(LIST, headers=auth(key)).status_code == 200
+    assert app.details_read == 2
 
 
 # -- one deployment ------------------------------------------------------------------------------
@@ -250,18 +178,18 @@ def test_an_unhealthy_deployment_says_why_in_a_200(app: App, key: str) -> None:
 
 
 @pytest.mark.parametrize("method", ["PATCH", "DELETE"])
-def test_managing_a_config_endpoint_is_a_403(app: App, key: str, method: str) -> None:
-    r = app.client.request(method, ONE, headers=auth(key), json={"name": "renamed"})
+def test_managing_a_config_endpoint_is_a_403(store: Path, app: App, key: str, method: str) -> None:
+    deployer = keys.create_key(store, "deployer", owner="acme", scope="deploy")
+    r = app.client.request(method, ONE, headers=auth(deployer), json={"name": "renamed"})
     assert error_of(r, 403) == MANAGED
-    missing = app.client.request(method, f"{LIST}/nope", headers=auth(key))
+    # Without scope `deploy`, the scope is what the 403 names first.
+    r = app.client.request(method, ONE, headers=auth(key), json={"name": "renamed"})
+    assert "scope 'deploy'" in error_of(r, 403)
+    missing = app.client.request(method, f"{LIST}/nope", headers=auth(deployer))
     assert error_of(missing, 404) == "Deployment not found"
 
 
-def test_create_logs_and_metrics_are_501(app: App, key: str) -> None:
-    created = app.client.post(
-        LIST, headers=auth(key), json={"model": "yolo26n", "deployment": "x", "name": "x"}
-    )
-    assert error_of(created, 501) == NOT_CREATABLE
+def test_logs_and_metrics_are_501(app: App, key: str) -> None:
     for what in ("logs", "metrics"):
         r = app.client.get(f"{ONE}/{what}", headers=auth(key))
         assert error_of(r, 501).startswith(f"Deployment {what} are not supported yet")
@@ -322,7 +250,7 @@ def test_only_a_keys_own_limit_counts(store: Path, app: App, key: str) -> None:
     assert statuses == [200, 200, 429]
 
 
-# -- the directory's reading of Serve ------------------------------------------------------------
+# -- the reading of Serve's details -------------------------------------------------------------
 @pytest.mark.parametrize(
     ("serve_status", "status", "message"),
     [
@@ -365,28 +293,6 @@ def test_fixed_replicas_are_both_bounds() -> None:
     assert (endpoint.num_cpus, endpoint.running_replicas) == (2.0, 3)
 
 
-def test_without_a_config_the_model_is_asked_once_per_deploy() -> None:
-    model = FakeModel()
-    calls = []
-    real = model.describe.fn
-    model.describe.fn = lambda model_id: calls.append(model_id) or real(model_id)
-    details = {"applications": {"x": serve_app("x", None)}}
-    directory = EndpointDirectory(details=lambda: details, handle=lambda name: model)  # type: ignore[arg-type,return-value]
-    for _ in range(3):
-        directory._checked = -1e9  # as if the cache had expired
-        (endpoint,) = _run(directory.endpoints())
-        assert endpoint.model_id == "yolo26n"
-    assert calls == [None]
-
-
-def test_lookup_for_predictions_is_running_endpoints_only() -> None:
-    directory = _directory(apps())
-    assert _run(directory.lookup("yolo26n"))[1] == "yolo26n"
-    assert _run(directory.lookup("yolo26n-seg")) is None  # deploying: listed, not routed to
-    assert _run(directory.lookup("shared")) is None
-    assert _run(directory.find("../etc")) is None
-
-
 # -- the official SDK and its CLI, in-process ---------------------------------------------------
 def test_the_official_sdk_reads_the_deployments(app: App, key: str) -> None:
     from ultralytics_platform import APIError, Platform
@@ -426,18 +332,8 @@ def test_ul_lists_the_deployments_of_the_keys_owner(app: App, key: str, monkeypa
 
 
 # -- helpers -------------------------------------------------------------------------------------
-def _run(coro):
-    return asyncio.run(coro)
-
-
-def _directory(applications: dict[str, dict[str, Any]]) -> EndpointDirectory:
-    details = {"applications": applications}
-    model = FakeModel()
-    return EndpointDirectory(details=lambda: details, handle=lambda name: model)  # type: ignore[arg-type,return-value]
-
-
 def _endpoints(applications: dict[str, dict[str, Any]]) -> list[Endpoint]:
-    return _run(_directory(applications).endpoints())
+    return [parse_endpoint(name, app) for name, app in applications.items()]
 
 
 def test_a_405_names_the_methods_of_every_route_on_the_path(app: App, key: str) -> None:
@@ -445,3 +341,12 @@ def test_a_405_names_the_methods_of_every_route_on_the_path(app: App, key: str) 
     assert error_of(r, 405) == "Method not allowed"
     assert r.headers["Allow"] == "DELETE, GET, HEAD, PATCH"
     assert app.client.put(LIST, headers=auth(key)).headers["Allow"] == "GET, HEAD, POST"
+
+
+def test_handles_are_made_once_per_endpoint() -> None:
+    from deployments.directory import CachedHandles
+
+    made: list[str] = []
+    handles = CachedHandles(lambda name: made.append(name) or object())  # type: ignore[arg-type,return-value]
+    assert handles("a") is handles("a") and handles("b") is not handles("a")
+    assert made == ["a", "b"]

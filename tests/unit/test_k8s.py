@@ -2,8 +2,8 @@
 
 - The RayService against KubeRay's CRD schema (a copy in tests/data/k8s, origin noted there),
   made strict the way `kubectl apply --validate=strict` is: an unknown field is an error.
-- Core kinds (Secret, Ingress, and the Service and pod templates inside the RayService) with
-  kubernetes-validate's bundled Kubernetes schemas, strict.
+- Core kinds (Secret, Ingress, the state PersistentVolumeClaim, and the Service and pod
+  templates inside the RayService) with kubernetes-validate's bundled Kubernetes schemas, strict.
 - PodMonitors (a prometheus-operator CRD that no package here ships) against a schema of the
   fields we use, and against the pods they must select.
 - serveConfigV2 against serve_config.yaml (the generator's drift check) and Ray Serve's schema.
@@ -17,7 +17,7 @@ import importlib.util
 import json
 import re
 from functools import cache
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
 
@@ -26,6 +26,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from deployments.config import SharedArgs
 from deployments.metrics import (
     BATCH_SIZE,
     DECODE_SECONDS,
@@ -36,6 +37,7 @@ from deployments.metrics import (
     RATE_LIMITED,
     REQUEST_SECONDS,
 )
+from shared.cluster import CONTROLLER_ENV
 from shared.registry import PROJECT_ROOT
 from tests.promql import dashboard_exprs, exported_names, metric_names
 
@@ -148,7 +150,7 @@ def core_objects() -> list[dict]:
         {"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": name}, "template": t}
         for name, t in pod_templates(rayservice).items()
     ]
-    return [one("Secret"), one("Ingress"), serve_service, *templates]
+    return [one("Secret"), one("Ingress"), one("PersistentVolumeClaim"), serve_service, *templates]
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
@@ -293,6 +295,63 @@ def test_the_key_secret_is_mounted_where_the_serve_config_reads_it() -> None:
         assert app["args"]["keys_file"] == f"{generator().KEYS_DIR}/keys.json"
 
 
+def shared_app() -> dict:
+    (app,) = [
+        a
+        for a in serve_config_v2()["applications"]
+        if a["import_path"] == generator().SHARED_BUILDER
+    ]
+    return app
+
+
+def test_the_control_planes_database_is_on_the_state_volume_of_the_head_only() -> None:
+    claim = one("PersistentVolumeClaim")
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "1Gi"
+    # Read the way the shared app will read it, so a renamed key fails here too.
+    database = PurePosixPath(SharedArgs.model_validate(shared_app()["args"]).control_plane.database)
+    assert database.is_absolute()
+    assert database.parent == PurePosixPath(generator().STATE_DIR)
+    for name, template in pod_templates(one("RayService")).items():
+        spec = template["spec"]
+        claimed = {
+            v["name"]
+            for v in spec["volumes"]
+            if v.get("persistentVolumeClaim", {}).get("claimName") == claim["metadata"]["name"]
+        }
+        mounts = [
+            m for c in spec["containers"] for m in c.get("volumeMounts", []) if m["name"] in claimed
+        ]
+        if name != "head":  # the ControlPlane replica is pinned to the head node
+            assert not claimed, name
+            continue
+        (mount,) = mounts
+        assert mount["mountPath"] == str(database.parent)
+        assert not mount.get("readOnly")
+        assert spec["securityContext"]["fsGroup"] in (100, 1000)  # the image's user ray
+
+
+def test_the_cluster_override_keeps_the_other_control_plane_args() -> None:
+    config = {
+        "applications": [
+            {
+                "import_path": generator().SHARED_BUILDER,
+                "args": {"control_plane": {"database": "x.sqlite", "reconcile_s": 5}},
+            }
+        ]
+    }
+    (app,) = generator().kubernetes_config(config)["applications"]
+    assert app["args"]["control_plane"] == {"database": generator().DATABASE, "reconcile_s": 5}
+    assert config["applications"][0]["args"]["control_plane"]["database"] == "x.sqlite"
+
+
+def test_every_ray_container_gets_the_controllers_env() -> None:
+    for name, template in pod_templates(one("RayService")).items():
+        for container in template["spec"]["containers"]:
+            env = {e["name"]: e["value"] for e in container["env"]}
+            assert CONTROLLER_ENV.items() <= env.items(), f"{name}/{container['name']}"
+
+
 def test_the_ingress_reaches_serve_on_port_8000() -> None:
     rayservice = one("RayService")
     service = rayservice["spec"]["serveService"]
@@ -353,7 +412,7 @@ def test_serve_config_v2_is_serve_config_with_the_cluster_overrides() -> None:
 
 
 def test_app_args_other_than_the_overrides_are_unchanged() -> None:
-    overridden = {"keys_file", "num_gpus", "registry"}
+    overridden = {"keys_file", "num_gpus", "registry", "control_plane"}
     local = {
         a["name"]: a
         for a in yaml.safe_load((PROJECT_ROOT / "serve_config.yaml").read_text())["applications"]
