@@ -11,15 +11,19 @@ allowed for the key: the same answer), then for changes the key's scope (403 wit
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, get_args
 
 from pydantic import ValidationError
+from ray.exceptions import ActorUnavailableError, RayActorError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from deployments.control_plane import Change, Create, Done, Refusal
+from deployments.control_plane import DELETE_WAIT_S, Change, Create, Done, Refusal
 from deployments.gate import (
     DEDICATED_ROUTE,
     DEPLOYMENTS_ROUTE,
@@ -43,6 +47,8 @@ from shared.lifecycle import DeploymentView
 if TYPE_CHECKING:
     from deployments.ingress import IngressApp
 
+logger = logging.getLogger("ray.serve")
+
 # The SDK requires a data region of us, eu or ap at the top level: "us", the Platform's default
 # (the data stays on this server whatever it says). A deployment's own region is free text.
 SDK_REGION = "us"
@@ -56,6 +62,12 @@ NEEDS_DEPLOY_SCOPE = (
     "(yolo-endpoints keys create NAME --scope deploy)"
 )
 _SHOWN = 24  # how much of a bad query value to echo back
+# How long the control plane may take: a read answers from memory; a change waits for Serve
+# (a delete up to control_plane.DELETE_WAIT_S for the application to go). Both within the
+# proxy's request_timeout_s (60 s in serve_config.yaml).
+READ_TIMEOUT_S = 10.0
+CHANGE_TIMEOUT_S = DELETE_WAIT_S + 20.0
+CONTROL_DOWN = "Deployments unavailable: the control plane is not answering, retry shortly"
 
 
 class DeploymentRoutes:
@@ -66,7 +78,7 @@ class DeploymentRoutes:
         status, model, limit = _list_query(request)
         items = [
             self._deployment_item(request, admission.key, view)
-            for view in await self.control.views.remote()
+            for view in await _ask(self.control.views.remote())
             if _visible(admission.key, view)
         ]
         if status is not None:
@@ -83,7 +95,8 @@ class DeploymentRoutes:
         # An unknown model and one the key may not use answer alike, as on every route.
         if body.model not in self.registry or not admission.key.allows(body.model):
             raise ApiError(404, f"Model not found: {body.model}")
-        outcome = await self.control.create.remote(
+        outcome = await _change_by(
+            self.control.create.remote,
             Create(
                 owner=admission.key.owner,
                 slug=body.deployment,
@@ -93,7 +106,7 @@ class DeploymentRoutes:
                 region=body.region,
                 cpu=body.cpu,
                 memory_gi=body.memoryGi,
-            )
+            ),
         )
         done = _done(outcome)
         created = {
@@ -119,7 +132,8 @@ class DeploymentRoutes:
             change.model not in self.registry or not admission.key.allows(change.model)
         ):
             raise ApiError(404, f"Model not found: {change.model}")
-        done = _done(await self.control.update.remote(admission.key.owner, view.slug, change))
+        update = self.control.update.remote
+        done = _done(await _change_by(update, admission.key.owner, view.slug, change))
         body = {
             "success": True,
             "status": done.view.status,
@@ -131,7 +145,7 @@ class DeploymentRoutes:
     async def delete_deployment(self: IngressApp, request: Request) -> Response:
         admission, view = await self._named_deployment(request)
         _require_deploy_scope(admission.key)
-        _done(await self.control.delete.remote(admission.key.owner, view.slug))
+        _done(await _change_by(self.control.delete.remote, admission.key.owner, view.slug))
         self.deployment_probes.pop(view.slug, None)
         return self._json(admission, {"success": True})
 
@@ -186,7 +200,7 @@ class DeploymentRoutes:
         under that prefix. A deployment that is stopped, starting or failed says so (503); one
         that does not exist, or that the key may not use, is the route's 404."""
         self.keys.authenticate(request.headers.get("authorization"))
-        view = await self.control.view.remote(request.path_params["name"])
+        view = await _ask(self.control.view.remote(request.path_params["name"]))
         admission = await self._admit_deployment(request, view, DEDICATED_ROUTE)
         assert view is not None
         error = _not_serving(view)
@@ -198,7 +212,7 @@ class DeploymentRoutes:
         """The admission and deployment of a route naming `{deployment}`."""
         # The key first, so that an unauthenticated caller costs no lookup.
         self.keys.authenticate(request.headers.get("authorization"))
-        view = await self.control.view.remote(request.path_params["deployment"])
+        view = await _ask(self.control.view.remote(request.path_params["deployment"]))
         admission = await self._admit_deployment(request, view, FORWARDED_ROUTE)
         return admission, view
 
@@ -241,6 +255,27 @@ class DeploymentRoutes:
             item["deployedAt"] = _iso(view.deployed_at_s)
         item.update(createdAt=_iso(view.created_at_s), updatedAt=_iso(view.updated_at_s))
         return item
+
+
+async def _result(response: Awaitable[Any]) -> Any:
+    return await response
+
+
+async def _ask(response: Awaitable[Any], timeout_s: float | None = None) -> Any:
+    """The control plane's answer to a read; a 503 with Retry-After when it has none in time
+    (its replica restarting, or not placed), never a request held until the proxy gives up."""
+    try:
+        return await asyncio.wait_for(_result(response), timeout_s or READ_TIMEOUT_S)
+    except (TimeoutError, RayActorError, ActorUnavailableError) as exc:
+        logger.warning("deployments control plane did not answer: %s", type(exc).__name__)
+        raise ApiError(503, CONTROL_DOWN, {"Retry-After": "5"}) from exc
+
+
+async def _change_by(method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """A change sent to the control plane, shielded: a caller who stops waiting does not cut
+    the change short (it finishes, and the reconcile passes carry on from it)."""
+    call = asyncio.ensure_future(_result(method(*args)))
+    return await _ask(asyncio.shield(call), CHANGE_TIMEOUT_S)
 
 
 def _visible(key: KeyRecord, view: DeploymentView) -> bool:

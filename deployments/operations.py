@@ -143,6 +143,12 @@ _DEPLOYMENT_NOT_FOUND = Reply(
     schemas.Error,
     "Deployment not found (unknown, another owner's, or its model not allowed for this key)",
 )
+_CONTROL_DOWN = Reply(
+    schemas.Error,
+    "The deployments control plane did not answer in time (restarting): retry after Retry-After",
+    (Header("Retry-After", "Seconds to wait before retrying", required=True),),
+    name="ControlPlaneDown",
+)
 _NOT_YET = "Not supported yet (the message says what to do instead)"
 _FORBIDDEN = Reply(
     schemas.Error,
@@ -162,6 +168,7 @@ LIST_DEPLOYMENTS = Operation(
         400: BAD_REQUEST,
         401: UNAUTHORIZED,
         500: SERVER_ERROR,
+        503: _CONTROL_DOWN,
     },
     (OWNER,),
 )
@@ -178,6 +185,7 @@ CREATE_DEPLOYMENT = Operation(
         409: Reply(schemas.Error, "The slug is taken (by any deployment or application)"),
         **_JSON_BODY,
         500: SERVER_ERROR,
+        503: _CONTROL_DOWN,
     },
     (OWNER,),
     (Form("application/json", schemas.CreateDeploymentBody),),
@@ -189,6 +197,7 @@ RETRIEVE_DEPLOYMENT = Operation(
         401: UNAUTHORIZED,
         404: _DEPLOYMENT_NOT_FOUND,
         500: SERVER_ERROR,
+        503: _CONTROL_DOWN,
     },
     (OWNER, DEPLOYMENT),
 )
@@ -207,6 +216,7 @@ UPDATE_DEPLOYMENT = Operation(
         ),
         **_JSON_BODY,
         500: SERVER_ERROR,
+        503: _CONTROL_DOWN,
     },
     (OWNER, DEPLOYMENT),
     (Form("application/json", schemas.UpdateDeploymentBody),),
@@ -219,6 +229,7 @@ DELETE_DEPLOYMENT = Operation(
         403: _FORBIDDEN,
         404: _DEPLOYMENT_NOT_FOUND,
         500: SERVER_ERROR,
+        503: _CONTROL_DOWN,
     },
     (OWNER, DEPLOYMENT),
 )
@@ -230,6 +241,7 @@ DEPLOYMENT_HEALTH = Operation(
         401: UNAUTHORIZED,
         404: _DEPLOYMENT_NOT_FOUND,
         500: SERVER_ERROR,
+        503: _CONTROL_DOWN,
     },
     (OWNER, DEPLOYMENT),
 )
@@ -237,6 +249,7 @@ _NOT_YET_FOR_ONE = {
     401: UNAUTHORIZED,
     404: _DEPLOYMENT_NOT_FOUND,
     500: SERVER_ERROR,
+    503: _CONTROL_DOWN,
     501: Reply(schemas.Error, _NOT_YET),
 }
 DEPLOYMENT_LOGS = Operation(

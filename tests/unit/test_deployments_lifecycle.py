@@ -491,3 +491,33 @@ def _png() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (32, 32), (120, 130, 140)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_a_control_plane_that_does_not_answer_is_a_503_not_a_hang(
+    app: App, deployer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import deployments.deployment_routes as routes
+    from tests.fakes import LocalHandle
+
+    class Wedged:
+        async def views(self) -> None:
+            await asyncio.sleep(3600)
+
+        async def view(self, slug: str) -> None:
+            await asyncio.sleep(3600)
+
+        async def create(self, request: Any) -> None:
+            await asyncio.sleep(3600)
+
+    monkeypatch.setattr(routes, "READ_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(routes, "CHANGE_TIMEOUT_S", 0.2)
+    app.ingress.control = LocalHandle(Wedged())  # type: ignore[assignment]
+    for method, path, body in [
+        ("GET", LIST, None),
+        ("GET", ONE, None),
+        ("POST", LIST, BODY),
+        ("POST", "/endpoints/demo/predict", None),
+    ]:
+        r = app.client.request(method, path, headers=auth(deployer), json=body)
+        assert error_of(r, 503) == routes.CONTROL_DOWN, path
+        assert r.headers["Retry-After"] == "5"
