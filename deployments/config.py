@@ -103,6 +103,9 @@ class SharedArgs(CommonArgs):
     max_models_per_replica: int = Field(3, ge=1)
     rate_limit: RateLimitArgs = RateLimitArgs()
     control_plane: ControlPlaneArgs = ControlPlaneArgs()
+    # The Prometheus server that scrapes Ray's metrics (`make serve` starts one beside Ray):
+    # what the deployments' metrics are read from. null: metrics answer 503.
+    prometheus_url: str | None = "http://127.0.0.1:9090"
 
 
 class EndpointArgs(CommonArgs):

@@ -67,6 +67,8 @@ class RayServeApps:
             build_endpoint(args.model_dump(mode="json")),
             name=slug,
             route_prefix=lifecycle.route_prefix(slug),
+            # One JSON object per line: what the deployments' logs route reads back.
+            logging_config={"encoding": "JSON"},
         )
         # Submitted, not awaited: the reconcile passes watch it come up (or fail to).
         serve.run_many(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, get_args
@@ -39,6 +40,7 @@ from deployments.schemas import (
     MetadataChange,
     NameChange,
 )
+from shared import deployment_metrics, log_entries
 from shared.cached_probe import CachedProbe
 from shared.errors import ApiError, bad_request
 from shared.keys import KeyRecord
@@ -67,6 +69,9 @@ _SHOWN = 24  # how much of a bad query value to echo back
 # proxy's request_timeout_s (60 s in serve_config.yaml).
 READ_TIMEOUT_S = 10.0
 CHANGE_TIMEOUT_S = DELETE_WAIT_S + 20.0
+LOGS_LIMIT = (1, 1000)
+LOGS_DEFAULT = 100
+LOGS_DOWN = "Logs unavailable: Ray's dashboard does not answer, retry shortly"
 CONTROL_DOWN = "Deployments unavailable: the control plane is not answering, retry shortly"
 
 
@@ -175,16 +180,52 @@ class DeploymentRoutes:
         return self._json(admission, body)
 
     async def deployment_logs(self: IngressApp, request: Request) -> Response:
-        await self._named_deployment(request)
-        raise ApiError(
-            501, "Deployment logs are not supported yet: Serve writes them under logs/serve/"
-        )
+        """Recent entries of the deployment's replicas, newest first, a page at a time."""
+        from deployments import replica_logs
+
+        admission, view = await self._named_deployment(request)
+        severities, limit, token = _logs_query(request)
+        try:
+            entries = await asyncio.to_thread(replica_logs.read, view.slug)
+        except Exception as exc:  # Ray's dashboard unreachable: the rest of the API goes on
+            logger.warning("logs of %s unavailable: %s", view.slug, exc)
+            raise ApiError(503, LOGS_DOWN, {"Retry-After": "5"}) from exc
+        try:
+            shown, next_token = log_entries.page(entries, severities, limit, token)
+        except log_entries.BadPageToken:
+            raise bad_request("Invalid 'pageToken': not one this server gave") from None
+        body: dict[str, Any] = {"entries": [e.wire() for e in shown]}
+        if next_token:
+            body["nextPageToken"] = next_token
+        return self._json(admission, body)
 
     async def deployment_metrics(self: IngressApp, request: Request) -> Response:
-        await self._named_deployment(request)
-        raise ApiError(
-            501, "Deployment metrics are not supported yet: scrape Ray's Prometheus export"
-        )
+        """Requests, errors, latency, CPU, memory and replicas over a range, from Prometheus."""
+        admission, view = await self._named_deployment(request)
+        window, overview, sparkline = _metrics_query(request)
+        url = getattr(self.config, "prometheus_url", None)
+        if not url:
+            raise ApiError(503, "Metrics unavailable: this server has no prometheus_url")
+        target = deployment_metrics.Target(view.slug, view.cpu, view.memory_gi)
+        try:
+            body = await asyncio.to_thread(
+                deployment_metrics.collect,
+                url,
+                target,
+                view.region or CONFIG_REGION,
+                window,
+                overview=overview,
+                sparkline=sparkline,
+                now=time.time(),
+            )
+        except deployment_metrics.PrometheusUnavailable as exc:
+            logger.warning("metrics of %s unavailable: %s", view.slug, exc)
+            raise ApiError(
+                503,
+                f"Metrics unavailable: Prometheus at {url} does not answer",
+                {"Retry-After": "30"},
+            ) from exc
+        return self._json(admission, body)
 
     async def predict_forwarded(self: IngressApp, request: Request) -> Response:
         """`/api/deployments/{owner}/{deployment}/predict`: the dedicated endpoint by name."""
@@ -391,6 +432,51 @@ _ACTION_FIELDS = {
     "replace": ("model", "project"),
     "resize": ("cpu", "memoryGi"),
 }
+
+
+def _logs_query(request: Request) -> tuple[frozenset[str] | None, int, str | None]:
+    """The logs' `severity` (comma-separated SDK severities), `limit` and `pageToken`."""
+    query = request.query_params
+    raw = query.get("severity")
+    severities = None
+    if raw is not None:
+        given = {part.strip().upper() for part in raw.split(",") if part.strip()}
+        unknown = sorted(given - set(log_entries.SEVERITIES))
+        if unknown or not given:
+            raise bad_request(
+                f"Invalid 'severity': use {', '.join(log_entries.SEVERITIES)}, {_got(raw)}"
+            )
+        severities = frozenset(given)
+    limit = _int(query.get("limit"), "limit", LOGS_LIMIT, LOGS_DEFAULT)
+    token = query.get("pageToken") or None
+    if token is not None and len(token) > 200:
+        raise bad_request("Invalid 'pageToken': not one this server gave")
+    return severities, limit, token
+
+
+def _metrics_query(request: Request) -> tuple[deployment_metrics.MetricsRange, bool, bool]:
+    """The metrics' `range` (default 24h), `view=overview` and `sparkline=true|false`."""
+    query = request.query_params
+    window = query.get("range", "24h")
+    if window not in deployment_metrics.RANGES:
+        choices = ", ".join(deployment_metrics.RANGES)
+        raise bad_request(f"Invalid 'range': must be one of {choices}, {_got(window)}")
+    view = query.get("view")
+    if view is not None and view != "overview":
+        raise bad_request(f"Invalid 'view': must be overview, {_got(view)}")
+    sparkline = query.get("sparkline", "false")
+    if sparkline not in ("true", "false"):
+        raise bad_request(f"Invalid 'sparkline': must be true or false, {_got(sparkline)}")
+    return window, view == "overview", sparkline == "true"  # type: ignore[return-value]
+
+
+def _int(raw: str | None, name: str, bounds: tuple[int, int], default: int) -> int:
+    low, high = bounds
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 5 and low <= int(raw) <= high):
+        raise bad_request(f"Invalid '{name}': must be an integer from {low} to {high}, {_got(raw)}")
+    return int(raw)
 
 
 def _list_query(request: Request) -> tuple[str | None, str | None, int]:

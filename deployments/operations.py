@@ -149,7 +149,6 @@ _CONTROL_DOWN = Reply(
     (Header("Retry-After", "Seconds to wait before retrying", required=True),),
     name="ControlPlaneDown",
 )
-_NOT_YET = "Not supported yet (the message says what to do instead)"
 _FORBIDDEN = Reply(
     schemas.Error,
     "The key's scope is not `deploy`, or the deployment is one of serve_config.yaml (edit that "
@@ -245,18 +244,41 @@ DEPLOYMENT_HEALTH = Operation(
     },
     (OWNER, DEPLOYMENT),
 )
-_NOT_YET_FOR_ONE = {
+_READ_ONE = {
+    400: BAD_REQUEST,
     401: UNAUTHORIZED,
     404: _DEPLOYMENT_NOT_FOUND,
     500: SERVER_ERROR,
-    503: _CONTROL_DOWN,
-    501: Reply(schemas.Error, _NOT_YET),
 }
 DEPLOYMENT_LOGS = Operation(
-    "A deployment's logs: not supported yet", _NOT_YET_FOR_ONE, (OWNER, DEPLOYMENT)
+    "Recent log entries of the deployment's replicas, newest first (one with `httpRequest` per "
+    "HTTP request). Query: `severity` (comma-separated), `limit` (1-1000, default 100), "
+    "`pageToken` (the last answer's `nextPageToken`)",
+    {
+        200: Reply(schemas.DeploymentLogs, "A page of entries"),
+        **_READ_ONE,
+        503: Reply(
+            schemas.Error,
+            "Ray's dashboard (which serves every node's logs) or the control plane does not answer",
+            (Header("Retry-After", "Seconds to wait before retrying"),),
+        ),
+    },
+    (OWNER, DEPLOYMENT),
 )
 DEPLOYMENT_METRICS = Operation(
-    "A deployment's metrics: not supported yet", _NOT_YET_FOR_ONE, (OWNER, DEPLOYMENT)
+    "Requests, errors, latency, CPU, memory and replicas of the deployment, from the Prometheus "
+    "server scraping Ray. Query: `range` (1h, 6h, 24h (default), 7d, 30d), `view=overview` "
+    "(requests, errors and p95 only), `sparkline=true` (24 hourly counts and a summary)",
+    {
+        200: Reply(schemas.DeploymentMetricsReply, "The series and a summary"),
+        **_READ_ONE,
+        503: Reply(
+            schemas.Error,
+            "No Prometheus answers (or the control plane does not)",
+            (Header("Retry-After", "Seconds to wait before retrying"),),
+        ),
+    },
+    (OWNER, DEPLOYMENT),
 )
 
 # -- a dedicated endpoint ------------------------------------------------------------------------

@@ -373,6 +373,106 @@ class DeploymentHealth(Wire):
     error: str | MISSING = Field(MISSING, description="Why it is not healthy")
 
 
+# -- a deployment's logs and metrics (the SDK's DeploymentsLogsResponse, ...MetricsResponse) ---
+LogSeverity = Literal[
+    "DEFAULT", "DEBUG", "INFO", "NOTICE", "WARNING", "ERROR", "CRITICAL", "ALERT", "EMERGENCY"
+]
+
+
+class HttpRequestLog(Wire):
+    """Serve's access log line of one HTTP request to the deployment's replicas."""
+
+    method: str
+    url: str = Field(description="The route, as Serve logs it")
+    status: int
+    latencyMs: NonNegativeFloat
+
+
+class LogEntryItem(Wire):
+    timestamp: IsoTime
+    severity: LogSeverity
+    message: str
+    httpRequest: HttpRequestLog | MISSING = MISSING
+
+
+class DeploymentLogs(Wire):
+    entries: list[LogEntryItem] = Field(description="Newest first")
+    nextPageToken: str | MISSING = Field(MISSING, description="For the next, older page")
+
+
+class TimePoint(Wire):
+    timestamp: IsoTime
+    value: float
+
+
+class TimeRange(Wire):
+    start: IsoTime
+    end: IsoTime
+
+
+class MetricsSummary(Wire):
+    totalRequests: NonNegativeFloat
+    errorCount: NonNegativeFloat
+    errorRate: NonNegativeFloat = Field(description="5xx answers over all, 0 to 1")
+    avgLatencyMs: NonNegativeFloat
+    p50LatencyMs: NonNegativeFloat
+    p95LatencyMs: NonNegativeFloat
+    p99LatencyMs: NonNegativeFloat
+
+
+class MetricsSeries(Wire):
+    requests: list[TimePoint] = Field(description="Predictions per step")
+    errors: list[TimePoint] = Field(description="5xx answers per step")
+    latencyP50: list[TimePoint] = Field(description="ms; steps without requests left out")
+    latencyP95: list[TimePoint]
+    cpuUtilization: list[TimePoint] = Field(description="% of the replicas' reserved CPUs")
+    memoryUtilization: list[TimePoint] = Field(description="% of their reserved memory")
+    instanceCount: list[TimePoint] = Field(description="Healthy model replicas")
+
+
+class DeploymentMetrics(Wire):
+    deploymentId: str
+    region: str
+    timeRange: TimeRange
+    summary: MetricsSummary
+    timeSeries: MetricsSeries
+
+
+class OverviewSummary(Wire):
+    totalRequests: NonNegativeFloat
+    errorRate: NonNegativeFloat
+    p95LatencyMs: NonNegativeFloat
+
+
+class OverviewSeries(Wire):
+    requests: list[TimePoint]
+    errors: list[TimePoint]
+    latencyP95: list[TimePoint]
+
+
+class DeploymentMetricsOverview(Wire):
+    deploymentId: str
+    region: str
+    timeRange: TimeRange
+    summary: OverviewSummary
+    timeSeries: OverviewSeries
+
+
+class DeploymentSparkline(Wire):
+    requests24h: list[NonNegativeFloat] = Field(
+        min_length=24, max_length=24, description="Requests per hour, oldest first"
+    )
+    totalRequests: NonNegativeFloat
+    errorRate: NonNegativeFloat
+    avgLatencyMs: NonNegativeFloat
+
+
+class DeploymentMetricsReply(
+    RootModel[DeploymentMetrics | DeploymentMetricsOverview | DeploymentSparkline]
+):
+    """By the query: `sparkline=true`, `view=overview`, or everything."""
+
+
 class Error(Wire):
     """Every error, whatever the status."""
 

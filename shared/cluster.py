@@ -31,11 +31,12 @@ class ClusterPorts:
     http: int = 8000
     agent: int = 52365
     client: int = 10001
+    prometheus: int = 9090  # the Prometheus server beside the cluster (shared/prometheus.py)
 
     @classmethod
     def block(cls, base: int) -> ClusterPorts:
-        """Six consecutive ports, so that several clusters can share one machine."""
-        return cls(base, base + 1, base + 2, base + 3, base + 4, base + 5)
+        """Seven consecutive ports, so that several clusters can share one machine."""
+        return cls(base, base + 1, base + 2, base + 3, base + 4, base + 5, base + 6)
 
     @property
     def address(self) -> str:

@@ -189,13 +189,6 @@ def test_managing_a_config_endpoint_is_a_403(store: Path, app: App, key: str, me
     assert error_of(missing, 404) == "Deployment not found"
 
 
-def test_logs_and_metrics_are_501(app: App, key: str) -> None:
-    for what in ("logs", "metrics"):
-        r = app.client.get(f"{ONE}/{what}", headers=auth(key))
-        assert error_of(r, 501).startswith(f"Deployment {what} are not supported yet")
-        assert error_of(app.client.get(f"{LIST}/nope/{what}", headers=auth(key)), 404)
-
-
 ROUTES = [
     ("GET", LIST),
     ("POST", LIST),
@@ -307,7 +300,6 @@ def test_the_official_sdk_reads_the_deployments(app: App, key: str) -> None:
     for call, status in (
         (lambda: client.deployments.update("acme", "yolo26n", body={"name": "x"}), 403),
         (lambda: client.deployments.delete("acme", "yolo26n"), 403),
-        (lambda: client.deployments.logs("acme", "yolo26n"), 501),
         (lambda: client.deployments.retrieve("acme", "nope"), 404),
     ):
         with pytest.raises(APIError) as failed:

@@ -1,0 +1,43 @@
+"""A dedicated endpoint's log lines, read from every node through Ray's state API.
+
+Serve writes each replica's log under `logs/serve/` of the node it runs on, so reading them
+from files would see one node only; Ray's dashboard serves any node's log files (what `ray logs`
+uses). Blocking HTTP calls: the ingress runs `read` in a thread. Only the last `TAIL_LINES` of
+each file are read: the logs route pages through recent entries, it is not an archive.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ray.util.state import get_log, list_logs, list_nodes
+
+from shared.log_entries import LogEntry, parse_line
+
+TAIL_LINES = 2000
+TIMEOUT_S = 10
+
+
+def read(app: str) -> list[LogEntry]:
+    """Every parsable entry of application `app`'s replicas (its ingress and its model), on
+    every alive node."""
+    entries: list[LogEntry] = []
+    for node in list_nodes(filters=[("state", "=", "ALIVE")], timeout=TIMEOUT_S):
+        files = list_logs(
+            node_id=node.node_id, glob_filter=f"serve/replica_{app}_*", timeout=TIMEOUT_S
+        )
+        own = re.compile(rf"(^|/)replica_{re.escape(app)}_(Ingress|Model)_[A-Za-z0-9]+\.log$")
+        for names in files.values():
+            for name in names:
+                if not own.search(name):
+                    continue
+                path = name if "/" in name else f"serve/{name}"
+                text = "".join(
+                    get_log(node_id=node.node_id, filename=path, tail=TAIL_LINES, timeout=TIMEOUT_S)
+                )
+                source = f"{node.node_id[:8]}/{path}"
+                for number, line in enumerate(text.splitlines()):
+                    entry = parse_line(line, source, number)
+                    if entry is not None:
+                        entries.append(entry)
+    return entries
