@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from shared import cluster, keys, weights
+from shared import cluster, keys, prometheus, weights
 from shared.assets import example_image
 from shared.registry import PROJECT_ROOT, load_registry
 
@@ -40,6 +40,25 @@ def _stop_like_ctrl_c(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _start_prometheus(ports: cluster.ClusterPorts) -> subprocess.Popen | None:
+    """Prometheus beside the head, scraping its metrics export; without it (no binary, port
+    taken) serving goes on, and only the deployments API's metrics answer 503."""
+    try:
+        binary = prometheus.find_binary()
+        if binary is None:
+            print(f"Prometheus is not installed: unpacking Debian's into {prometheus.TOOLS_DIR}")
+            binary = prometheus.fetch_binary()
+        return prometheus.start(
+            ports.prometheus,
+            [f"127.0.0.1:{ports.metrics}"],
+            PROJECT_ROOT / ".state" / "prometheus",
+            binary=binary,
+        )
+    except RuntimeError as error:
+        print(f"warning: serving without Prometheus: {error}", flush=True)
+        return None
+
+
 def serve(config_path: Path, num_cpus: int) -> int:
     # `kill`, `docker stop` and systemd send SIGTERM: shut down as Ctrl-C does, head included.
     signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
@@ -56,6 +75,11 @@ def serve(config_path: Path, num_cpus: int) -> int:
 
     # A head owned by this process: stopping it touches no other Ray cluster on the machine.
     head = cluster.start_owned_head(ports, num_cpus=num_cpus)
+    try:
+        prom = _start_prometheus(ports)
+    except BaseException:
+        cluster.stop_owned_head(head)
+        raise
     runner = subprocess.Popen(
         [str(cluster.BIN / "serve"), "run", str(config_path), "--address", ports.address],
         env=cluster.ray_env(),
@@ -72,6 +96,8 @@ def serve(config_path: Path, num_cpus: int) -> int:
                 print(f"  endpoint {app['name']:<12} {base}{app['route_prefix']}/")
         print(f"  Deployments API       {base}/api/deployments/<owner>  (docs/deployments.md)")
         print(f"  Ray metrics           http://127.0.0.1:{ports.metrics}/metrics")
+        if prom is not None:
+            print(f"  Prometheus            {prometheus.url(ports.prometheus)}")
         if new_key:
             print(f"\nCreated the first API key (shown once, stored hashed in {keys_path}):")
             print(f"  {new_key}")
@@ -86,4 +112,6 @@ def serve(config_path: Path, num_cpus: int) -> int:
     finally:
         if runner.poll() is None:
             runner.terminate()
+        if prom is not None:
+            prometheus.stop(prom)
         cluster.stop_owned_head(head)

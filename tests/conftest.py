@@ -18,7 +18,7 @@ import requests
 import yaml
 from PIL import Image
 
-from shared import cluster, keys
+from shared import cluster, keys, prometheus
 from shared.assets import example_image
 from shared.registry import PROJECT_ROOT
 from tests.replica_stats import ReplicaStats
@@ -37,10 +37,13 @@ class Server:
     ports: cluster.ClusterPorts
     config_path: Path
     head: subprocess.Popen
+    prometheus_url: str  # the session's Prometheus, scraping the head's metrics export
+    prometheus: subprocess.Popen
 
     def restart(self) -> None:
         """The whole stack stopped and started again on the same config and state, as a
-        `make serve` stopped and run again (tests that do this are `redeploys`: they go last)."""
+        `make serve` stopped and run again (tests that do this are `redeploys`: they go last).
+        Prometheus keeps running: the new head exports on the same port, which it scrapes."""
         cluster.stop_owned_head(self.head)
         self.head = _start_and_deploy(self.config_path, self.config)
 
@@ -81,6 +84,8 @@ def test_config(keys_file: Path, state_dir: Path) -> dict:
         if app["name"] == "shared":
             # The API-created deployments' records, away from a developer's `make serve`.
             app["args"]["control_plane"] = {"database": str(state_dir / "deployments.sqlite")}
+            # The session's own Prometheus (the `server` fixture), not a `make serve`'s on 9090.
+            app["args"]["prometheus_url"] = prometheus.url(PORTS.prometheus)
             # The real 20 per window, in a window short enough to watch roll; two ingress
             # replicas, so that the limit is shown to hold across replicas.
             app["args"]["rate_limit"] = {"requests": 20, "window_s": RATE_LIMIT_WINDOW_S}
@@ -113,12 +118,29 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Server:
     config_path.write_text(yaml.safe_dump(config))
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     head = _start_and_deploy(config_path, config)
+    try:
+        # A missing binary is fetched (shared/prometheus.py) or fails the session: no skipping.
+        prom = prometheus.start(
+            PORTS.prometheus, [f"127.0.0.1:{PORTS.metrics}"], tmp / "prometheus"
+        )
+    except BaseException:
+        cluster.stop_owned_head(head)
+        raise
     server = Server(
-        f"http://127.0.0.1:{PORTS.http}", key, keys_file, config, PORTS, config_path, head
+        f"http://127.0.0.1:{PORTS.http}",
+        key,
+        keys_file,
+        config,
+        PORTS,
+        config_path,
+        head,
+        prometheus.url(PORTS.prometheus),
+        prom,
     )
     try:
         yield server
     finally:
+        prometheus.stop(server.prometheus)
         cluster.stop_owned_head(server.head)
 
 

@@ -21,13 +21,11 @@ from ultralytics_platform import APIError, Platform
 from ultralytics_platform import types as sdk
 
 from shared import cluster, keys
+from tests.live_deployments import OWNER, READY_S, wait_for
 from tests.oracle import assert_matches_oracle
 from tests.processes import actor_pids
 from tests.sdk_types import assert_sdk_type
 from tests.traffic import Traffic
-
-READY_S = 240  # a new application: its replicas start and load their weights
-OWNER = "acme"
 
 
 @pytest.fixture(scope="module")
@@ -75,24 +73,6 @@ def ul(server, key: str, *args: str) -> dict[str, Any]:
     )
     assert done.returncode == 0, (done.stdout, done.stderr)
     return json.loads(done.stdout)
-
-
-def wait_for(
-    client: Platform, slug: str, status: str, timeout_s: float = READY_S
-) -> dict[str, Any]:
-    """Retrieve until `status`; each answer held to the SDK's type, and one that waits says
-    what for."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        body = client.deployments.retrieve(OWNER, slug)
-        assert_sdk_type(body, sdk.DeploymentsRetrieveResponse)
-        deployment = body["deployment"]
-        if deployment["status"] == status:
-            return deployment
-        if deployment["status"] in ("creating", "deploying"):
-            assert deployment.get("statusMessage"), deployment
-        assert time.monotonic() < deadline, deployment
-        time.sleep(1)
 
 
 def predict(server, slug: str, image: Path, key: str) -> requests.Response:
