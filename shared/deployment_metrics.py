@@ -133,10 +133,6 @@ def points(samples: list[tuple[float, float]], digits: int = 3) -> list[dict[str
     return [{"timestamp": iso(t), "value": round(v, digits)} for t, v in samples]
 
 
-def aligned(end: float, step: int) -> float:
-    """`end` rounded down to a whole step, so that repeated reads show the same points."""
-    return math.floor(end / step) * step
-
 
 def _series(
     base_url: str, promql: str, start: float, end: float, step: int, fill: bool
@@ -146,9 +142,10 @@ def _series(
     samples = query_range(base_url, promql, start, end, step)
     if not fill:
         return samples
-    known = {round(t): v for t, v in samples}
-    steps = range(round(start), round(end) + 1, step)
-    return [(float(t), known.get(t, 0.0)) for t in steps]
+    # Prometheus answers at start + k * step; a step it has no sample for counted nothing.
+    known = {round((t - start) / step): v for t, v in samples}
+    count = int((end - start) // step) + 1
+    return [(start + k * step, known.get(k, 0.0)) for k in range(count)]
 
 
 def _summary(base_url: str, q: dict[str, str], at: float) -> dict[str, float]:
@@ -179,7 +176,7 @@ def collect(
     day's summary), the overview (requests, errors, p95) or everything, over `window`."""
     if sparkline:
         day = queries(target, "1h")
-        end = aligned(now, 3600)
+        end = now  # the last hour is the one that ends now, so the latest requests count
         hours = _series(base_url, day["requests"], end - 23 * 3600, end, 3600, fill=True)
         summary = _summary(base_url, queries(target, "24h"), now)
         return {
@@ -190,7 +187,9 @@ def collect(
         }
     seconds, step = WINDOWS[window]
     per_step = queries(target, f"{step}s")
-    end = aligned(now, step)
+    # Each point counts the step that ends at it; the last one ends now, so the latest
+    # requests are in it.
+    end = now
     start = end - seconds + step
     series = {
         "requests": _series(base_url, per_step["requests"], start, end, step, fill=True),
