@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 
+import ray
 from ray.util.state import get_log, list_logs, list_nodes
 
 from shared.log_entries import LogEntry, parse_line
@@ -21,10 +22,17 @@ TIMEOUT_S = 10
 def read(app: str) -> list[LogEntry]:
     """Every parsable entry of application `app`'s replicas (its ingress and its model), on
     every alive node."""
+    # This cluster's own address: without one, Ray's state API takes the cluster started last
+    # on this machine, which need not be this one.
+    address = ray.get_runtime_context().gcs_address
     entries: list[LogEntry] = []
-    for node in list_nodes(filters=[("state", "=", "ALIVE")], timeout=TIMEOUT_S):
+    alive = [("state", "=", "ALIVE")]
+    for node in list_nodes(address=address, filters=alive, timeout=TIMEOUT_S):
         files = list_logs(
-            node_id=node.node_id, glob_filter=f"serve/replica_{app}_*", timeout=TIMEOUT_S
+            address=address,
+            node_id=node.node_id,
+            glob_filter=f"serve/replica_{app}_*",
+            timeout=TIMEOUT_S,
         )
         own = re.compile(rf"(^|/)replica_{re.escape(app)}_(Ingress|Model)_[A-Za-z0-9]+\.log$")
         for names in files.values():
@@ -33,7 +41,13 @@ def read(app: str) -> list[LogEntry]:
                     continue
                 path = name if "/" in name else f"serve/{name}"
                 text = "".join(
-                    get_log(node_id=node.node_id, filename=path, tail=TAIL_LINES, timeout=TIMEOUT_S)
+                    get_log(
+                        address=address,
+                        node_id=node.node_id,
+                        filename=path,
+                        tail=TAIL_LINES,
+                        timeout=TIMEOUT_S,
+                    )
                 )
                 source = f"{node.node_id[:8]}/{path}"
                 for number, line in enumerate(text.splitlines()):

@@ -5,6 +5,7 @@ answer held to the SDK's TypedDicts."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,8 +15,9 @@ import requests
 from ultralytics_platform import Platform
 from ultralytics_platform import types as sdk
 
-from shared import keys
-from tests.live_deployments import OWNER, wait_for
+from shared.registry import PROJECT_ROOT
+from tests.live_deployments import OWNER, new_key, wait_for
+from tests.promql import dashboard_exprs
 from tests.sdk_types import assert_sdk_type
 
 SLUG = "observed"
@@ -25,11 +27,7 @@ SCRAPED_S = 120
 
 @pytest.fixture(scope="module")
 def deployment(server) -> Iterator[tuple[Platform, str]]:
-    key = keys.create_key(server.keys_file, "observer", owner=OWNER, scope="deploy")
-    deadline = time.monotonic() + 30
-    while requests.get(server.url("/api/models"), headers=server.headers(key)).status_code != 200:
-        assert time.monotonic() < deadline
-        time.sleep(0.5)
+    key = new_key(server, "observer", owner=OWNER, scope="deploy")
     client = Platform(api_key=key, base_url=server.base_url, timeout=120)
     client.deployments.create(
         OWNER, project="p", model="yolo26n", deployment=SLUG, name="x", region="europe-west4"
@@ -123,3 +121,33 @@ def test_predictions_show_up_in_the_metrics_from_prometheus(server, deployment, 
     spark = client.deployments.metrics(OWNER, SLUG, sparkline="true")
     assert_sdk_type(spark, sdk.DeploymentsMetricsResponseVariant3)
     assert len(spark["requests24h"]) == 24 and spark["totalRequests"] >= 6
+
+
+def test_the_grafana_dashboards_queries_run_on_the_local_prometheus(
+    server, deployment, bus
+) -> None:
+    """Every panel's PromQL as Grafana sends it (its variables filled in), against the session's
+    Prometheus: each one parses and runs, and the requests panel sees this endpoint."""
+    _, key = deployment
+    dashboard = json.loads((PROJECT_ROOT / "k8s" / "grafana-dashboard.json").read_text())
+    exprs = dashboard_exprs(dashboard)
+    panel = next(e for e in exprs if e.startswith("sum by (application) (rate("))
+    deadline = time.monotonic() + SCRAPED_S
+    while not _run(server, panel.replace("$application", SLUG).replace("$__rate_interval", "1m")):
+        assert time.monotonic() < deadline, "the requests panel never showed the endpoint"
+        send(server, key, bus, 2)
+        time.sleep(3)
+    filled = {"$application": SLUG, "$__rate_interval": "1m", "$__range": "1h"}
+    for expr in exprs:
+        promql = expr
+        for variable, value in filled.items():
+            promql = promql.replace(variable, value)
+        _run(server, promql)
+
+
+def _run(server, promql: str) -> list:
+    body = requests.get(
+        f"{server.prometheus_url}/api/v1/query", params={"query": promql}, timeout=10
+    ).json()
+    assert body["status"] == "success", (promql, body)
+    return body["data"]["result"]

@@ -20,8 +20,8 @@ import requests
 from ultralytics_platform import APIError, Platform
 from ultralytics_platform import types as sdk
 
-from shared import cluster, keys
-from tests.live_deployments import OWNER, READY_S, wait_for
+from shared import cluster
+from tests.live_deployments import OWNER, READY_S, new_key, wait_for
 from tests.oracle import assert_matches_oracle
 from tests.processes import actor_pids
 from tests.sdk_types import assert_sdk_type
@@ -30,16 +30,12 @@ from tests.traffic import Traffic
 
 @pytest.fixture(scope="module")
 def deployer(server) -> str:
-    key = keys.create_key(server.keys_file, "deployer", owner=OWNER, scope="deploy")
-    _wait_for_key(server, key)
-    return key
+    return new_key(server, "deployer", owner=OWNER, scope="deploy")
 
 
 @pytest.fixture(scope="module")
 def rival(server) -> str:
-    key = keys.create_key(server.keys_file, "rival", owner="rival", scope="deploy")
-    _wait_for_key(server, key)
-    return key
+    return new_key(server, "rival", owner="rival", scope="deploy")
 
 
 @pytest.fixture(scope="module")
@@ -47,14 +43,6 @@ def sdk_client(server, deployer: str) -> Iterator[Platform]:
     client = Platform(api_key=deployer, base_url=server.base_url, timeout=120)
     yield client
     client.close()
-
-
-def _wait_for_key(server, key: str) -> None:
-    """Ingress replicas read the key store again within a second or so."""
-    deadline = time.monotonic() + 30
-    while requests.get(server.url("/api/models"), headers=server.headers(key)).status_code != 200:
-        assert time.monotonic() < deadline, "the new key was never accepted"
-        time.sleep(0.5)
 
 
 def ul(server, key: str, *args: str) -> dict[str, Any]:
@@ -200,8 +188,7 @@ def test_another_owner_cannot_reach_a_deployment(
         r = server.predict("", tiny_png, key=rival, prefix="/endpoints/private-demo", imgsz=32)
         assert r.status_code == 404 and r.json() == {"error": "Model not found"}
         # A key of the owner without scope `deploy` reads and predicts but changes nothing.
-        reader = keys.create_key(server.keys_file, "reader", owner=OWNER)
-        _wait_for_key(server, reader)
+        reader = new_key(server, "reader", owner=OWNER)
         r = requests.patch(
             server.url(f"/api/deployments/{OWNER}/private-demo"),
             headers=server.headers(reader),

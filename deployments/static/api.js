@@ -67,8 +67,13 @@ export function describeFailure(status, serverMessage, retryAfter) {
 }
 
 // fetch + JSON with the Bearer key; resolves to { body, roundTripMs } or throws RequestFailed.
-export async function requestJson(url, { key, method = "GET", body } = {}) {
+// `json`: a value sent as an application/json body (instead of `body`).
+export async function requestJson(url, { key, method = "GET", body, json } = {}) {
   const headers = key ? { Authorization: `Bearer ${key}` } : {};
+  if (json !== undefined) {
+    headers["Content-Type"] = "application/json";
+    body = JSON.stringify(json);
+  }
   const started = performance.now();
   let response;
   try {

@@ -3,6 +3,7 @@
 // every URL here is relative so the same file works under both.
 
 import { RequestFailed, loadKey, requestJson, saveKey } from "./api.js";
+import { createDeployments } from "./cards.js";
 import { classColor, drawOverlay, drawTop5, isClassify } from "./overlay.js";
 
 const DEBOUNCE_MS = 500; // one request per burst of parameter changes
@@ -85,6 +86,12 @@ const state = {
   debounce: null,
   lastBody: null,
 };
+
+// The shared page's deployment cards (cards.js); each card's Predict tab uses these parameters.
+const deployments =
+  config.mode === "shared"
+    ? createDeployments({ getKey: () => state.key, getParams: params, onUnauthorized })
+    : { reload() {} };
 
 // --- messages -----------------------------------------------------------------------------
 function showMessage(text, kind = "error") {
@@ -594,11 +601,13 @@ function wire() {
     loadModels().then(() => {
       if (state.image) runInference();
     });
+    deployments.reload();
   });
   ui.keyForget.addEventListener("click", () => {
     state.key = "";
     saveKey("");
     renderKeyStatus();
+    deployments.reload();
     openKeyPanel();
   });
 
