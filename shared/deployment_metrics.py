@@ -133,7 +133,6 @@ def points(samples: list[tuple[float, float]], digits: int = 3) -> list[dict[str
     return [{"timestamp": iso(t), "value": round(v, digits)} for t, v in samples]
 
 
-
 def _series(
     base_url: str, promql: str, start: float, end: float, step: int, fill: bool
 ) -> list[tuple[float, float]]:
