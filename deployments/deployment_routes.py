@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 from ray.exceptions import ActorUnavailableError, RayActorError
@@ -36,9 +36,12 @@ from deployments.schemas import (
     METADATA_BYTES,
     ActionChange,
     CreateDeploymentBody,
-    DeploymentStatus,
+    DeploymentListQuery,
+    LogsQuery,
     MetadataChange,
+    MetricsQuery,
     NameChange,
+    Query,
 )
 from shared import deployment_metrics, log_entries
 from shared.cached_probe import CachedProbe
@@ -55,10 +58,8 @@ logger = logging.getLogger("ray.serve")
 # (the data stays on this server whatever it says). A deployment's own region is free text.
 SDK_REGION = "us"
 CONFIG_REGION = "self-hosted"
-LIST_LIMIT = (1, 100)
-LIST_DEFAULT = 20
 BODY_BYTES = 64 * 1024  # a create or update body; its metadata is bounded again on its own
-DEPLOYMENT_STATUSES: tuple[str, ...] = get_args(DeploymentStatus)
+QueryModel = TypeVar("QueryModel", bound=Query)
 NEEDS_DEPLOY_SCOPE = (
     "This key may not change deployments: that needs a key with scope 'deploy' "
     "(yolo-endpoints keys create NAME --scope deploy)"
@@ -69,8 +70,6 @@ _SHOWN = 24  # how much of a bad query value to echo back
 # proxy's request_timeout_s (60 s in serve_config.yaml).
 READ_TIMEOUT_S = 10.0
 CHANGE_TIMEOUT_S = DELETE_WAIT_S + 20.0
-LOGS_LIMIT = (1, 1000)
-LOGS_DEFAULT = 100
 LOGS_DOWN = "Logs unavailable: Ray's dashboard does not answer, retry shortly"
 CONTROL_DOWN = "Deployments unavailable: the control plane is not answering, retry shortly"
 
@@ -434,69 +433,41 @@ _ACTION_FIELDS = {
 }
 
 
+def _query(request: Request, model: type[QueryModel]) -> QueryModel:
+    """The route's query string as its model (schemas.py), or a 400 naming the parameter."""
+    try:
+        return model.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        raise bad_request(_first_error(exc)) from None
+
+
 def _logs_query(request: Request) -> tuple[frozenset[str] | None, int, str | None]:
     """The logs' `severity` (comma-separated SDK severities), `limit` and `pageToken`."""
-    query = request.query_params
-    raw = query.get("severity")
+    query = _query(request, LogsQuery)
     severities = None
-    if raw is not None:
-        given = {part.strip().upper() for part in raw.split(",") if part.strip()}
-        unknown = sorted(given - set(log_entries.SEVERITIES))
-        if unknown or not given:
+    if query.severity is not None:
+        given = {part.upper() for part in query.severity.split(",")}
+        if given - set(log_entries.SEVERITIES):
             raise bad_request(
-                f"Invalid 'severity': use {', '.join(log_entries.SEVERITIES)}, {_got(raw)}"
+                f"Invalid 'severity': use {', '.join(log_entries.SEVERITIES)}, "
+                f"{_got(query.severity)}"
             )
         severities = frozenset(given)
-    limit = _int(query.get("limit"), "limit", LOGS_LIMIT, LOGS_DEFAULT)
-    token = query.get("pageToken") or None
-    if token is not None and len(token) > 200:
-        raise bad_request("Invalid 'pageToken': not one this server gave")
-    return severities, limit, token
+    return severities, query.limit, query.pageToken or None
 
 
 def _metrics_query(request: Request) -> tuple[deployment_metrics.MetricsRange, bool, bool]:
     """The metrics' `range` (default 24h), `view=overview` and `sparkline=true|false`."""
-    query = request.query_params
-    window = query.get("range", "24h")
-    if window not in deployment_metrics.RANGES:
-        choices = ", ".join(deployment_metrics.RANGES)
-        raise bad_request(f"Invalid 'range': must be one of {choices}, {_got(window)}")
-    view = query.get("view")
-    if view is not None and view != "overview":
-        raise bad_request(f"Invalid 'view': must be overview, {_got(view)}")
-    sparkline = query.get("sparkline", "false")
-    if sparkline not in ("true", "false"):
-        raise bad_request(f"Invalid 'sparkline': must be true or false, {_got(sparkline)}")
-    return window, view == "overview", sparkline == "true"  # type: ignore[return-value]
-
-
-def _int(raw: str | None, name: str, bounds: tuple[int, int], default: int) -> int:
-    low, high = bounds
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 5 and low <= int(raw) <= high):
-        raise bad_request(f"Invalid '{name}': must be an integer from {low} to {high}, {_got(raw)}")
-    return int(raw)
+    query = _query(request, MetricsQuery)
+    return query.range, query.view == "overview", query.sparkline == "true"
 
 
 def _list_query(request: Request) -> tuple[str | None, str | None, int]:
     """The listing's `status`, `model` and `limit` (400 for a bad one)."""
-    query = request.query_params
-    status = query.get("status")
-    if status is not None and status not in DEPLOYMENT_STATUSES:
-        raise bad_request(
-            f"Invalid 'status': must be one of {', '.join(DEPLOYMENT_STATUSES)}, {_got(status)}"
-        )
+    query = _query(request, DeploymentListQuery)
     # The SDK documents `model` as a Platform "project/model": registry models have no project.
-    model = query.get("model")
-    model = model.rsplit("/", 1)[-1] if model else None
-    raw = query.get("limit")
-    low, high = LIST_LIMIT
-    if raw is None:
-        return status, model, LIST_DEFAULT
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 3 and low <= int(raw) <= high):
-        raise bad_request(f"Invalid 'limit': must be an integer from {low} to {high}, {_got(raw)}")
-    return status, model, int(raw)
+    model = query.model.rsplit("/", 1)[-1] if query.model else None
+    return query.status, model, query.limit
 
 
 def _got(raw: str) -> str:

@@ -158,8 +158,11 @@ class _Builder:
         out: dict[str, Any] = {"summary": summary}
         if operation.public:
             out["security"] = []
-        if operation.params:
-            out["parameters"] = [self._param(p) for p in operation.params]
+        parameters = [self._param(p) for p in operation.params]
+        if operation.query is not None:
+            parameters += _query_params(operation.query)
+        if parameters:
+            out["parameters"] = parameters
         if operation.forms:
             content = {f.media_type: self._form(f.media_type, f.model) for f in operation.forms}
             out["requestBody"] = {"required": True, "content": content}
@@ -244,3 +247,19 @@ def document(routes: Sequence[BaseRoute], site: Site) -> dict[str, Any]:
             "responses": builder.shared_replies,
         },
     }
+
+
+def _query_params(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """A query model's fields as `in: query` parameters, each with its field's schema."""
+    schema = model.model_json_schema(schema_generator=_Schemas)
+    required = set(schema.get("required", ()))
+    out = []
+    for name, declared in schema["properties"].items():
+        field_schema = dict(declared)
+        description = field_schema.pop("description", "")
+        param: dict[str, Any] = {"name": name, "in": "query", "required": name in required}
+        if description:
+            param["description"] = description
+        param["schema"] = field_schema
+        out.append(param)
+    return out

@@ -159,9 +159,8 @@ _JSON_BODY = {
     415: Reply(schemas.Error, "The body is not application/json"),
 }
 LIST_DEPLOYMENTS = Operation(
-    "The deployments this key may use, as the official SDK's, by slug. Query: `status` "
-    "(creating, deploying, ready, stopping, stopped, failed), `model` (a model ID), `limit` "
-    "(1-100, default 20)",
+    "The deployments this key may use (its owner's and serve_config.yaml's), as the official "
+    "SDK's, by slug",
     {
         200: Reply(schemas.DeploymentList, "The deployments, and how many matched"),
         400: BAD_REQUEST,
@@ -170,6 +169,7 @@ LIST_DEPLOYMENTS = Operation(
         503: _CONTROL_DOWN,
     },
     (OWNER,),
+    query=schemas.DeploymentListQuery,
 )
 CREATE_DEPLOYMENT = Operation(
     "Create a dedicated endpoint of a registry model at `/endpoints/{deployment}`, owned by the "
@@ -251,9 +251,8 @@ _READ_ONE = {
     500: SERVER_ERROR,
 }
 DEPLOYMENT_LOGS = Operation(
-    "Recent log entries of the deployment's replicas, newest first (one with `httpRequest` per "
-    "HTTP request). Query: `severity` (comma-separated), `limit` (1-1000, default 100), "
-    "`pageToken` (the last answer's `nextPageToken`)",
+    "Recent log entries of the deployment's replicas, newest first, a page at a time (one with "
+    "`httpRequest` per HTTP request)",
     {
         200: Reply(schemas.DeploymentLogs, "A page of entries"),
         **_READ_ONE,
@@ -264,11 +263,11 @@ DEPLOYMENT_LOGS = Operation(
         ),
     },
     (OWNER, DEPLOYMENT),
+    query=schemas.LogsQuery,
 )
 DEPLOYMENT_METRICS = Operation(
     "Requests, errors, latency, CPU, memory and replicas of the deployment, from the Prometheus "
-    "server scraping Ray. Query: `range` (1h, 6h, 24h (default), 7d, 30d), `view=overview` "
-    "(requests, errors and p95 only), `sparkline=true` (24 hourly counts and a summary)",
+    "server scraping Ray",
     {
         200: Reply(schemas.DeploymentMetricsReply, "The series and a summary"),
         **_READ_ONE,
@@ -279,6 +278,7 @@ DEPLOYMENT_METRICS = Operation(
         ),
     },
     (OWNER, DEPLOYMENT),
+    query=schemas.MetricsQuery,
 )
 
 # -- a dedicated endpoint ------------------------------------------------------------------------

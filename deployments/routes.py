@@ -73,6 +73,9 @@ class Operation:
     forms: tuple[Form, ...] = ()
     public: bool = False  # no API key
     counted: Counted | None = None
+    # The query string's parameters, one model field each: the handler parses the query with
+    # this model, and the document lists its fields.
+    query: type[BaseModel] | None = None
 
     def reply(self, status: int) -> Reply | None:
         if status == 429 and self.counted:

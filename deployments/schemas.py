@@ -473,6 +473,43 @@ class DeploymentMetricsReply(
     """By the query: `sparkline=true`, `view=overview`, or everything."""
 
 
+# -- query strings: parsed with these models by their routes, documented from them ----------
+class Query(BaseModel):
+    # Query values are strings on the wire: "5" is the integer 5 here (strict elsewhere).
+    # Parameters a route does not know are ignored, as browsers and proxies add their own.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class DeploymentListQuery(Query):
+    status: DeploymentStatus | None = Field(None, description="Only deployments in this status")
+    model: str | None = Field(
+        None, max_length=200, description="Only this model (a Platform project/model path too)"
+    )
+    limit: int = Field(20, ge=1, le=100, description="At most this many (total counts all)")
+
+
+class LogsQuery(Query):
+    severity: str | None = Field(
+        None,
+        max_length=200,
+        pattern=r"^[A-Za-z]+(,[A-Za-z]+)*$",
+        description="Comma-separated severities (DEFAULT, DEBUG, INFO, NOTICE, WARNING, ERROR, "
+        "CRITICAL, ALERT, EMERGENCY)",
+    )
+    limit: int = Field(100, ge=1, le=1000, description="Entries per page")
+    pageToken: str | None = Field(
+        None, max_length=200, description="The last page's nextPageToken: the next, older page"
+    )
+
+
+class MetricsQuery(Query):
+    range: Literal["1h", "6h", "24h", "7d", "30d"] = Field("24h", description="How far back")
+    view: Literal["overview"] | None = Field(None, description="Requests, errors and p95 only")
+    sparkline: Literal["true", "false"] = Field(
+        "false", description="24 hourly request counts and a summary"
+    )
+
+
 class Error(Wire):
     """Every error, whatever the status."""
 

@@ -266,3 +266,23 @@ def test_shared_replies_are_components() -> None:
     assert components["TooLarge"]["description"] == "The image is over 10 MB"
     assert "WWW-Authenticate" in components["Unauthorized"]["headers"]
     assert operations.UNAUTHORIZED.name == "Unauthorized"
+
+
+def test_query_strings_are_documented_from_the_models_that_parse_them() -> None:
+    paths = documents()["shared"]["paths"]
+
+    def query(path: str) -> dict[str, dict]:
+        params = paths[path]["get"]["parameters"]
+        return {p["name"]: p for p in params if p["in"] == "query"}
+
+    listing = query("/api/deployments/{owner}")
+    assert set(listing) == {"status", "model", "limit"}
+    assert listing["limit"]["schema"]["maximum"] == 100 and not listing["limit"]["required"]
+    assert set(query("/api/deployments/{owner}/{deployment}/logs")) == {
+        "severity",
+        "limit",
+        "pageToken",
+    }
+    metrics = query("/api/deployments/{owner}/{deployment}/metrics")
+    assert metrics["range"]["schema"]["enum"] == ["1h", "6h", "24h", "7d", "30d"]
+    assert metrics["range"]["schema"]["default"] == "24h"
