@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -115,6 +116,12 @@ def start_owned_head(ports: ClusterPorts, num_cpus: int = 16) -> subprocess.Pope
     `ray start --block` tears its processes down when signalled, so a test session can run its
     own cluster beside a developer's without `ray stop` killing both.
     """
+    # Another cluster on these ports would answer the readiness check below for this one.
+    if _dashboard_up(ports) or not _port_free(ports.gcs):
+        raise RuntimeError(
+            f"ports {ports.gcs} (Ray) or {ports.dashboard} (dashboard) are in use: another Ray "
+            "cluster runs here (a `make serve` still running?); stop it first"
+        )
     process = subprocess.Popen(
         [*_head_args(ports, num_cpus), "--block"],
         env=ray_env(),
@@ -138,6 +145,11 @@ def stop_owned_head(process: subprocess.Popen) -> None:
             process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) != 0
 
 
 def _dashboard_up(ports: ClusterPorts) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -74,7 +75,11 @@ def serve(config_path: Path, num_cpus: int) -> int:
     apps = [a["name"] for a in config["applications"]]
 
     # A head owned by this process: stopping it touches no other Ray cluster on the machine.
-    head = cluster.start_owned_head(ports, num_cpus=num_cpus)
+    try:
+        head = cluster.start_owned_head(ports, num_cpus=num_cpus)
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     try:
         prom = _start_prometheus(ports)
     except BaseException:
