@@ -192,7 +192,7 @@ class ControlPlaneApp:
         if record is None:
             return
         app = self.serve_apps.get(slug)
-        step = lifecycle.next_step(record, app)
+        step = lifecycle.next_step(record, app, listed=slug in self.names)
         if step == "wait":
             return
         if step == "deploy":
@@ -264,10 +264,13 @@ class ControlPlaneApp:
         records = [r for r in every if r.desired != "deleted"]
         recorded = {r.slug for r in every}
         bounds = self._bounds()
+        # An application that is neither a record's nor declared with its args (one deployed
+        # from code by hand, or a record's caught before its record is read) is nobody's to
+        # see: shown to every owner, it would leak whatever it serves.
         views = [
             lifecycle.config_view(app)
             for app in self.serve_apps.values()
-            if app.name not in recorded
+            if app.name not in recorded and app.model_id is not None
         ]
         views += [lifecycle.record_view(r, self.serve_apps.get(r.slug), bounds) for r in records]
         return sorted(views, key=lambda v: v.slug)
@@ -276,7 +279,19 @@ class ControlPlaneApp:
         return next((v for v in await self.views() if v.slug == slug), None)
 
     # -- changes ------------------------------------------------------------------------------
+    # Each change runs as a task of its own, shielded: Serve cancels this call when the client
+    # that asked goes away, and a change cut short between its steps is left for the reconcile
+    # passes to finish instead of finished here.
     async def create(self, request: Create) -> Done | Refusal:
+        return await asyncio.shield(asyncio.ensure_future(self._create(request)))
+
+    async def update(self, owner: str, slug: str, change: Change) -> Done | Refusal:
+        return await asyncio.shield(asyncio.ensure_future(self._change(owner, slug, change)))
+
+    async def delete(self, owner: str, slug: str) -> Done | Refusal:
+        return await asyncio.shield(asyncio.ensure_future(self._delete(owner, slug)))
+
+    async def _create(self, request: Create) -> Done | Refusal:
         self._start()
         async with self._lock:
             await self._read_serve()
@@ -296,12 +311,11 @@ class ControlPlaneApp:
                 await asyncio.to_thread(self.store.create, record)
             except SlugTaken:
                 return Refusal(409, f"Deployment '{request.slug}' already exists")
-            await self._step(request.slug)
-        view = await self._owned_view(request.owner, request.slug)
-        assert not isinstance(view, Refusal)
+            await self._step_safely(request.slug)
+            view = await self._record_view(request.slug)
         return Done(view, f"Deployment '{request.slug}' is being created")
 
-    async def update(self, owner: str, slug: str, change: Change) -> Done | Refusal:
+    async def _change(self, owner: str, slug: str, change: Change) -> Done | Refusal:
         self._start()
         async with self._lock:
             found = await self._owned_record(owner, slug)
@@ -311,9 +325,24 @@ class ControlPlaneApp:
             if isinstance(message, Refusal):
                 return message
             await self._read_serve()
+            await self._step_safely(slug)
+            view = await self._record_view(slug)
+        return Done(view, message)
+
+    async def _step_safely(self, slug: str) -> None:
+        """The change is stored: a failure to act on it now (Serve busy) is the next reconcile
+        pass's to retry, not the caller's error."""
+        try:
             await self._step(slug)
-        view = await self._owned_view(owner, slug)
-        return view if isinstance(view, Refusal) else Done(view, message)
+        except Exception:
+            logger.exception(
+                "deployment %s: acting on the change failed; the next pass retries", slug
+            )
+
+    async def _record_view(self, slug: str) -> DeploymentView:
+        record = await asyncio.to_thread(self.store.get, slug)
+        assert record is not None  # under the lock, just written
+        return lifecycle.record_view(record, self.serve_apps.get(slug), self._bounds())
 
     async def _apply(self, record: DeploymentRecord, change: Change) -> str | Refusal:
         """The change stored; the message that says what happens next."""
@@ -354,22 +383,27 @@ class ControlPlaneApp:
             return "Resizing: the current replicas serve until the new ones are ready"
         return Refusal(400, f"Action '{change.action}' is not supported")
 
-    async def delete(self, owner: str, slug: str) -> Done | Refusal:
+    async def _delete(self, owner: str, slug: str) -> Done | Refusal:
         self._start()
         async with self._lock:
             found = await self._owned_record(owner, slug)
             if isinstance(found, Refusal):
                 return found
             await self._update(slug, redeploy=False, desired="deleted")
-            await self._step(slug)
+            await self._read_serve()
+            await self._step_safely(slug)
             view = lifecycle.record_view(found, self.serve_apps.get(slug), self._bounds())
-            # Its routes 404 once Serve has let go of the application: wait that long (its
-            # replicas finish what they hold first), within reason.
-            deadline = asyncio.get_running_loop().time() + DELETE_WAIT_S
-            while slug in self.names and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.25)
-                await self._read_serve()
-            await self._step(slug)  # forgotten once the application is gone
+        # Its routes 404 once Serve has let go of the application: wait that long (its replicas
+        # finish what they hold first), within reason, and without holding the lock meanwhile.
+        deadline = asyncio.get_running_loop().time() + DELETE_WAIT_S
+        while asyncio.get_running_loop().time() < deadline:
+            applications = (await asyncio.to_thread(self.apps.details)).get("applications") or {}
+            if slug not in applications:
+                break
+            await asyncio.sleep(0.25)
+        async with self._lock:
+            await self._read_serve()
+            await self._step_safely(slug)  # forgotten once the application is gone
         return Done(view, f"Deployment '{slug}' deleted")
 
     async def _owned_record(self, owner: str, slug: str) -> DeploymentRecord | Refusal:
@@ -380,12 +414,6 @@ class ControlPlaneApp:
         if record.owner != owner:
             return Refusal(404, NOT_FOUND)
         return record
-
-    async def _owned_view(self, owner: str, slug: str) -> DeploymentView | Refusal:
-        view = await self.view(slug)
-        if view is None or not view.visible_to(owner):
-            return Refusal(404, NOT_FOUND)
-        return view
 
 
 # The Serve deployment. Exactly one replica: its lock is what serialises changes. On the head

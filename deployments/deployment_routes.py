@@ -12,10 +12,12 @@ allowed for the key: the same answer), then for changes the key's scope (403 wit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -71,6 +73,9 @@ _SHOWN = 24  # how much of a bad query value to echo back
 READ_TIMEOUT_S = 10.0
 CHANGE_TIMEOUT_S = DELETE_WAIT_S + 20.0
 LOGS_DOWN = "Logs unavailable: Ray's dashboard does not answer, retry shortly"
+# Log and metrics reads at once per ingress replica, and how long one waits for its turn.
+_READS = asyncio.Semaphore(2)
+READ_WAIT_S = 10.0
 CONTROL_DOWN = "Deployments unavailable: the control plane is not answering, retry shortly"
 
 
@@ -184,11 +189,15 @@ class DeploymentRoutes:
 
         admission, view = await self._named_deployment(request)
         severities, limit, token = _logs_query(request)
-        try:
-            entries = await asyncio.to_thread(replica_logs.read, view.slug)
-        except Exception as exc:  # Ray's dashboard unreachable: the rest of the API goes on
-            logger.warning("logs of %s unavailable: %s", view.slug, exc)
-            raise ApiError(503, LOGS_DOWN, {"Retry-After": "5"}) from exc
+        # A slug deleted and created again (by anyone) finds the old replicas' files too.
+        since_ns = int(view.created_at_s * 1e9) if view.managed else 0
+        async with _reading(LOGS_DOWN):
+            try:
+                entries = await asyncio.to_thread(replica_logs.read, view.slug)
+            except Exception as exc:  # Ray's dashboard unreachable: the rest of the API goes on
+                logger.warning("logs of %s unavailable: %s", view.slug, exc)
+                raise ApiError(503, LOGS_DOWN, {"Retry-After": "5"}) from exc
+        entries = [e for e in entries if e.time_ns >= since_ns]
         try:
             shown, next_token = log_entries.page(entries, severities, limit, token)
         except log_entries.BadPageToken:
@@ -207,16 +216,19 @@ class DeploymentRoutes:
             raise ApiError(503, "Metrics unavailable: this server has no prometheus_url")
         target = deployment_metrics.Target(view.slug, view.cpu, view.memory_gi)
         try:
-            body = await asyncio.to_thread(
-                deployment_metrics.collect,
-                url,
-                target,
-                view.region or CONFIG_REGION,
-                window,
-                overview=overview,
-                sparkline=sparkline,
-                now=time.time(),
-            )
+            async with _reading("Metrics unavailable: too many metrics reads at once"):
+                body = await asyncio.to_thread(
+                    deployment_metrics.collect,
+                    url,
+                    target,
+                    view.region or CONFIG_REGION,
+                    window,
+                    overview=overview,
+                    sparkline=sparkline,
+                    now=time.time(),
+                    # A slug deleted and created again must not show the old one's traffic.
+                    since=view.created_at_s if view.managed else None,
+                )
         except deployment_metrics.PrometheusUnavailable as exc:
             logger.warning("metrics of %s unavailable: %s", view.slug, exc)
             raise ApiError(
@@ -231,8 +243,11 @@ class DeploymentRoutes:
         admission, view = await self._named_deployment(request)
         if view.status != "ready":
             raise _not_serving(view)
-        assert view.model_id is not None  # _named_deployment admitted it on its model
-        spec = self.registry[view.model_id]
+        spec = self.registry.get(view.model_id or "")
+        if spec is None:  # its model left the registry since it was deployed
+            raise ApiError(
+                503, f"Deployment '{view.slug}' serves a model this server no longer has"
+            )
         return await self._predict(request, admission, spec, self.model_handle(view.slug))
 
     async def missing_endpoint(self: IngressApp, request: Request) -> Response:
@@ -295,6 +310,20 @@ class DeploymentRoutes:
             item["deployedAt"] = _iso(view.deployed_at_s)
         item.update(createdAt=_iso(view.created_at_s), updatedAt=_iso(view.updated_at_s))
         return item
+
+
+@contextlib.asynccontextmanager
+async def _reading(busy: str) -> AsyncIterator[None]:
+    """One of a few log or metrics reads at a time per ingress replica: each holds a worker
+    thread for seconds, and the image decodes of predictions need those threads."""
+    try:
+        await asyncio.wait_for(_READS.acquire(), READ_WAIT_S)
+    except TimeoutError:
+        raise ApiError(503, busy, {"Retry-After": "5"}) from None
+    try:
+        yield
+    finally:
+        _READS.release()
 
 
 async def _result(response: Awaitable[Any]) -> Any:
@@ -362,9 +391,22 @@ async def _json_body(request: Request) -> Any:
         if len(body) > BODY_BYTES:
             raise ApiError(413, f"The body is over {BODY_BYTES // 1024} KB")
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        # NaN and infinities are no JSON (the answers could never be written back), and an
+        # integer of thousands of digits is refused by Python itself (ValueError).
+        return json.loads(body, parse_constant=_no_constant, parse_float=_finite)
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise bad_request("Malformed JSON body") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
 
 
 def _parse(model: Any, data: Any) -> Any:

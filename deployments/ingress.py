@@ -102,6 +102,9 @@ class IngressApp(DeploymentRoutes):
         # An API-created endpoint's workspace: other owners' keys get its 404 (None: everyone's).
         self.owner = dedicated.owner if dedicated else None
         self.control = control  # the shared app's deployments control plane
+        # What the endpoint's public routes (its page, its document) may name: an API-created
+        # endpoint is its owner's, and its model is nobody else's business.
+        self.public_model = None if self.owner else self.model_id
         self.registry: dict[str, ModelSpec] = load_registry(
             _resolve(self.config.registry) if self.config.registry else None
         )
@@ -133,7 +136,7 @@ class IngressApp(DeploymentRoutes):
         routes += PredictPages(
             self.config.mode,
             endpoint=self.endpoint_name,
-            model=self.model_id,
+            model=self.public_model,
             max_upload_mb=self.config.max_upload_mb,
         ).routes()
         app = Starlette(
@@ -186,6 +189,9 @@ class IngressApp(DeploymentRoutes):
     async def health(self, request: Request) -> Response:
         if self.config.mode == "shared":
             return JSONResponse({"healthy": True, "status": "ok"})
+        if self.owner is not None:
+            # An API-created endpoint's health names its model: its owner's keys alone ask.
+            await self._admit(request, DEDICATED_INFO, self.model_id, self.owner)
         # One model round trip per `health_ttl_s` per replica, whatever the callers' rate: a
         # flood of public health checks must not queue ahead of predictions.
         body, status = await self.health_probe.get()
@@ -225,7 +231,7 @@ class IngressApp(DeploymentRoutes):
                 self.config.mode,
                 server_url=root,
                 endpoint=self.endpoint_name,
-                model=self.model_id,
+                model=self.public_model,
                 models=list(self.registry),
                 max_upload_mb=self.config.max_upload_mb,
                 rate_limit=self.rate_limit,

@@ -58,7 +58,7 @@ def site(
     if mode == "shared":
         title = "YOLO Endpoints: shared predict service"
     else:
-        title = f"YOLO Endpoints: dedicated endpoint {endpoint} ({model})"
+        title = f"YOLO Endpoints: dedicated endpoint {endpoint}" + (f" ({model})" if model else "")
     return Site(
         title,
         server_url,

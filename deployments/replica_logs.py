@@ -15,7 +15,10 @@ from ray.util.state import get_log, list_logs, list_nodes
 
 from shared.log_entries import LogEntry, parse_line
 
-TAIL_LINES = 2000
+TAIL_LINES = 1000
+# Files read per node: every rollout and every autoscaled replica leaves one; the newest are
+# what a caller wants, but their names carry no time, so at most this many, whichever.
+MAX_FILES = 32
 TIMEOUT_S = 10
 
 
@@ -35,23 +38,21 @@ def read(app: str) -> list[LogEntry]:
             timeout=TIMEOUT_S,
         )
         own = re.compile(rf"(^|/)replica_{re.escape(app)}_(Ingress|Model)_[A-Za-z0-9]+\.log$")
-        for names in files.values():
-            for name in names:
-                if not own.search(name):
-                    continue
-                path = name if "/" in name else f"serve/{name}"
-                text = "".join(
-                    get_log(
-                        address=address,
-                        node_id=node.node_id,
-                        filename=path,
-                        tail=TAIL_LINES,
-                        timeout=TIMEOUT_S,
-                    )
+        mine = [name for names in files.values() for name in names if own.search(name)]
+        for name in sorted(mine)[:MAX_FILES]:
+            path = name if "/" in name else f"serve/{name}"
+            text = "".join(
+                get_log(
+                    address=address,
+                    node_id=node.node_id,
+                    filename=path,
+                    tail=TAIL_LINES,
+                    timeout=TIMEOUT_S,
                 )
-                source = f"{node.node_id[:8]}/{path}"
-                for number, line in enumerate(text.splitlines()):
-                    entry = parse_line(line, source, number)
-                    if entry is not None:
-                        entries.append(entry)
+            )
+            source = f"{node.node_id[:8]}/{path}"
+            for number, line in enumerate(text.splitlines()):
+                entry = parse_line(line, source, number)
+                if entry is not None:
+                    entries.append(entry)
     return entries

@@ -147,6 +147,25 @@ def _series(
     return [(start + k * step, known.get(k, 0.0)) for k in range(count)]
 
 
+FILLED = ("requests", "errors", "instanceCount")  # counts: a step without samples is a 0
+
+
+def _after(
+    name: str, samples: list[tuple[float, float]], start: float
+) -> list[tuple[float, float]]:
+    """Nothing before `start`: a count keeps its steps at 0, a measurement drops them."""
+    if name in FILLED:
+        return [(t, v if t >= start else 0.0) for t, v in samples]
+    return [(t, v) for t, v in samples if t >= start]
+
+
+def _window(seconds: float, now: float, since: float | None) -> str:
+    """A summary's range: `seconds`, or only since `since` when that is later."""
+    if since is not None and now - since < seconds:
+        seconds = max(now - since, 1.0)
+    return f"{int(seconds)}s"
+
+
 def _summary(base_url: str, q: dict[str, str], at: float) -> dict[str, float]:
     total = query(base_url, q["requests"], at) or 0.0
     errors = query(base_url, q["errors"], at) or 0.0
@@ -170,14 +189,17 @@ def collect(
     overview: bool,
     sparkline: bool,
     now: float,
+    since: float | None = None,
 ) -> dict[str, Any]:
     """The SDK's `DeploymentsMetricsResponse`: the sparkline (24 hourly request counts and a
-    day's summary), the overview (requests, errors, p95) or everything, over `window`."""
+    day's summary), the overview (requests, errors, p95) or everything, over `window`; nothing
+    from before `since` (a deployment's creation: an earlier one of the same name is another)."""
     if sparkline:
         day = queries(target, "1h")
         end = now  # the last hour is the one that ends now, so the latest requests count
         hours = _series(base_url, day["requests"], end - 23 * 3600, end, 3600, fill=True)
-        summary = _summary(base_url, queries(target, "24h"), now)
+        hours = [(t, v if since is None or t >= since else 0.0) for t, v in hours]
+        summary = _summary(base_url, queries(target, _window(86400, now, since)), now)
         return {
             "requests24h": [round(v) for _, v in hours],
             "totalRequests": summary["totalRequests"],
@@ -190,12 +212,17 @@ def collect(
     # requests are in it.
     end = now
     start = end - seconds + step
+    if since is not None and since > start:
+        # Steps before it count nothing (filled with 0), and none reaches back before it.
+        start_data = start + math.ceil((since - start) / step) * step
+    else:
+        start_data = start
     series = {
         "requests": _series(base_url, per_step["requests"], start, end, step, fill=True),
         "errors": _series(base_url, per_step["errors"], start, end, step, fill=True),
         "latencyP95": _series(base_url, per_step["latencyP95"], start, end, step, fill=False),
     }
-    summary = _summary(base_url, queries(target, f"{seconds}s"), now)
+    summary = _summary(base_url, queries(target, _window(seconds, now, since)), now)
     body: dict[str, Any] = {
         "deploymentId": target.app,
         "region": region,
@@ -204,7 +231,9 @@ def collect(
     if overview:
         keep = ("totalRequests", "errorRate", "p95LatencyMs")
         body["summary"] = {k: summary[k] for k in keep}
-        body["timeSeries"] = {name: points(values) for name, values in series.items()}
+        body["timeSeries"] = {
+            name: points(_after(name, values, start_data)) for name, values in series.items()
+        }
         return body
     series["latencyP50"] = _series(base_url, per_step["latencyP50"], start, end, step, fill=False)
     series["instanceCount"] = _series(
@@ -227,5 +256,5 @@ def collect(
         "instanceCount",
     )
     body["summary"] = summary
-    body["timeSeries"] = {name: points(series[name]) for name in order}
+    body["timeSeries"] = {name: points(_after(name, series[name], start_data)) for name in order}
     return body

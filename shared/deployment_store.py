@@ -149,20 +149,28 @@ class DeploymentStore:
         fixed = set(changes) - _CHANGEABLE
         if fixed:
             raise ValueError(f"cannot change {sorted(fixed)}")
+        # Read and write in one transaction that holds the write lock from its start: another
+        # process on the file (a control plane replica still shutting down) cannot interleave.
         with self._lock:
-            row = self._db.execute(
-                f"SELECT {', '.join(_COLUMNS)} FROM deployments WHERE slug = ?", (slug,)
-            ).fetchone()
-            if row is None:
-                raise KeyError(slug)
-            current = _record(row)
-            generation = current.generation + 1 if redeploy else current.generation
-            record = replace(current, **changes, generation=generation, updated_at=time.time())
-            assignments = ", ".join(f"{c} = ?" for c in _COLUMNS[1:])
-            self._db.execute(
-                f"UPDATE deployments SET {assignments} WHERE slug = ?",
-                (*_row(record)[1:], slug),
-            )
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    f"SELECT {', '.join(_COLUMNS)} FROM deployments WHERE slug = ?", (slug,)
+                ).fetchone()
+                if row is None:
+                    raise KeyError(slug)
+                current = _record(row)
+                generation = current.generation + 1 if redeploy else current.generation
+                record = replace(current, **changes, generation=generation, updated_at=time.time())
+                assignments = ", ".join(f"{c} = ?" for c in _COLUMNS[1:])
+                self._db.execute(
+                    f"UPDATE deployments SET {assignments} WHERE slug = ?",
+                    (*_row(record)[1:], slug),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
         return record
 
     def mark_deployed(self, slug: str, generation: int) -> None:

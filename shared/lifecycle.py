@@ -96,17 +96,21 @@ def status(record: DeploymentRecord, app: Endpoint | None) -> tuple[DeploymentSt
     return platform, message  # type: ignore[return-value]  # the same literals
 
 
-def next_step(record: DeploymentRecord, app: Endpoint | None) -> Step:
-    """What the control plane does next so that Serve matches the record."""
+def next_step(record: DeploymentRecord, app: Endpoint | None, listed: bool | None = None) -> Step:
+    """What the control plane does next so that Serve matches the record. `listed`: Serve has
+    an application of this name at all (default: `app` is not None). Serve lists a new
+    application a moment before its deployments, and so before it reads as an `Endpoint`: such
+    an application must still be deleted, not forgotten, and not deployed a second time."""
+    exists = app is not None if listed is None else listed
     if app is not None and app.status == "DELETING":
         return "wait"  # Serve takes no new deploy of a name it is deleting
     if record.desired == "deleted":
-        return "delete" if app is not None else "forget"
+        return "delete" if exists else "forget"
     if record.desired == "stopped" or record.failure is not None:
-        return "delete" if app is not None else "wait"
-    if app is None or record.deployed_generation != record.generation:
+        return "delete" if exists else "wait"
+    if record.deployed_generation != record.generation or not exists:
         return "deploy"
-    if app.status == "DEPLOYING" and UNSCHEDULABLE in app.deployment_message:
+    if app is not None and app.status == "DEPLOYING" and UNSCHEDULABLE in app.deployment_message:
         return "fail"
     return "wait"
 

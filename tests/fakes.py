@@ -200,6 +200,8 @@ class FakeServeApps:
         self.deleted: list[str] = []
         self.refuse: Exception | None = None  # what the next deploys raise, when set
         self.linger = False  # deleted applications stay DELETING until `gone(name)`
+        # Deploys appear as Serve first lists them: by name, before their deployments exist.
+        self.bare = False
 
     def details(self) -> dict[str, Any]:
         return {"applications": dict(self.applications)}
@@ -209,6 +211,8 @@ class FakeServeApps:
             raise self.refuse
         self.deployed.append((name, args))
         app = serve_app(name, None, "DEPLOYING", running=0, num_cpus=args.num_cpus)
+        if self.bare:
+            app = {**app, "deployments": {}}
         self.applications[name] = app
 
     def run(self, name: str, **kwargs: Any) -> None:

@@ -6,6 +6,7 @@ replica logs and a real Prometheus (tests/test_deployment_observability.py)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -224,3 +225,41 @@ def test_without_prometheus_metrics_are_a_503_and_the_rest_works(app: App, key: 
     r = get(app, key, f"{ONE}/metrics")
     assert r.status_code == 503 and "Prometheus" in r.json()["error"], r.text
     assert get(app, key, ONE).status_code == 200
+
+
+def test_a_reused_slug_shows_nothing_from_before_its_creation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, prometheus
+) -> None:
+    """A deployment deleted and created again (by anyone) finds the old replicas' log files and
+    series under the same name: the new one shows only what is newer than itself."""
+    from deployments import replica_logs
+
+    key = keys.create_key(tmp_path / "keys.json", "d", owner="acme", scope="deploy")
+    app = App(tmp_path / "keys.json")
+    body = {
+        "project": "p",
+        "model": "yolo26n",
+        "deployment": "again",
+        "name": "x",
+        "region": "us-east1",
+    }
+    assert (
+        app.client.post(
+            "/api/deployments/acme", headers={"Authorization": f"Bearer {key}"}, json=body
+        ).status_code
+        == 201
+    )
+    created_ns = int(app.control.store.get("again").created_at * 1e9)
+    old = parse_line(serve_line(0, "the old owner's line"), "n/old.log", 0)
+    new = parse_line(serve_line(1, "the new one's line"), "n/new.log", 0)
+    old = LogEntry(created_ns - 10**9, *list(old.__dict__.values())[1:])  # type: ignore[union-attr]
+    new = LogEntry(created_ns + 10**9, *list(new.__dict__.values())[1:])  # type: ignore[union-attr]
+    monkeypatch.setattr(replica_logs, "read", lambda name: [old, new])
+    entries = get(app, key, "/api/deployments/acme/again/logs").json()["entries"]
+    assert [e["message"] for e in entries] == ["the new one's line"]
+    metrics = get(app, key, "/api/deployments/acme/again/metrics", range="1h").json()
+    # Prometheus answers the old series' samples too: every step before creation counts 0.
+    assert sum(p["value"] for p in metrics["timeSeries"]["requests"]) == 5
+    # The summary's range reaches back to the creation only (seconds here), not an hour.
+    windows = {int(w) for q in prometheus.queries for w in re.findall(r"\[(\d+)s\]", q)}
+    assert min(windows) < 60 and 3600 not in windows

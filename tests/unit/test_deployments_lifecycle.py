@@ -257,6 +257,13 @@ def test_the_dedicated_endpoint_itself_refuses_other_owners(
     assert endpoint.post("/predict", headers=auth(rival), files=image).status_code == 404
     assert endpoint.get("/info", headers=auth(rival)).status_code == 404
     assert endpoint.post("/predict", headers=auth(deployer), files=image).status_code == 200
+    # Its public routes name no model: its health takes its owner's key, its page and document
+    # say nothing of the model.
+    assert endpoint.get("/health").status_code == 401
+    assert endpoint.get("/health", headers=auth(rival)).status_code == 404
+    assert endpoint.get("/health", headers=auth(deployer)).json()["healthy"] is True
+    assert 'data-model=""' in endpoint.get("/").text
+    assert "yolo26n" not in endpoint.get("/openapi.json").json()["info"]["title"]
 
 
 # -- stop, start, replace, resize, rename, metadata ------------------------------------------
@@ -353,6 +360,33 @@ def test_delete_removes_the_application_and_the_record(app: App, deployer: str) 
     r = app.client.post("/endpoints/demo/predict", headers=auth(deployer))
     assert error_of(r, 404) == "Model not found"
     assert create(app, deployer).status_code == 201  # the slug is free again
+
+
+def test_a_delete_right_after_create_deletes_the_application_serve_just_listed(
+    app: App, deployer: str
+) -> None:
+    """Serve lists a new application before its deployments: deleting it then must still reach
+    Serve, not forget the record and leave an application nobody owns."""
+    app.serve.bare = True
+    assert create(app, deployer).status_code == 201
+    assert "demo" in app.serve.applications
+    app.reconcile()  # nothing deployed twice while Serve has it by name only
+    assert len(app.serve.deployed) == 1
+    assert app.client.delete(ONE, headers=auth(deployer)).status_code == 200
+    assert app.serve.deleted == ["demo"] and "demo" not in app.serve.applications
+    assert app.control.store.get("demo") is None
+    listed = app.client.get(LIST, headers=auth(deployer)).json()["deployments"]
+    assert "demo" not in [d["deployment"] for d in listed]
+
+
+def test_an_application_nobody_declared_is_nobodys_to_see(app: App, deployer: str) -> None:
+    from tests.fakes import serve_app
+
+    app.serve.applications["stray"] = serve_app("stray", None)  # deployed from code by hand
+    app.reconcile()
+    listed = app.client.get(LIST, headers=auth(deployer)).json()["deployments"]
+    assert "stray" not in [d["deployment"] for d in listed]
+    assert app.client.get(f"{LIST}/stray", headers=auth(deployer)).status_code == 404
 
 
 def test_a_delete_serve_is_slow_to_finish_is_finished_by_a_later_pass(
@@ -521,3 +555,21 @@ def test_a_control_plane_that_does_not_answer_is_a_503_not_a_hang(
         r = app.client.request(method, path, headers=auth(deployer), json=body)
         assert error_of(r, 503) == routes.CONTROL_DOWN, path
         assert r.headers["Retry-After"] == "5"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"metadata": {"x": NaN}}',
+        b'{"metadata": {"x": 1e999}}',
+        b'{"name": 1' + b"9" * 5000 + b"}",
+    ],
+)
+def test_numbers_json_cannot_hold_are_a_400_not_a_broken_record(
+    app: App, deployer: str, raw: bytes
+) -> None:
+    assert create(app, deployer).status_code == 201
+    headers = {**auth(deployer), "Content-Type": "application/json"}
+    r = app.client.patch(ONE, headers=headers, content=raw)
+    assert error_of(r, 400) == "Malformed JSON body"
+    assert retrieve(app, deployer)["metadata"] == {}  # still readable
