@@ -153,7 +153,9 @@ FILLED = ("requests", "errors", "instanceCount")  # counts: a step without sampl
 def _after(
     name: str, samples: list[tuple[float, float]], start: float
 ) -> list[tuple[float, float]]:
-    """Nothing before `start`: a count keeps its steps at 0, a measurement drops them."""
+    """Nothing before `start`: a count keeps its steps at 0, a measurement drops them.
+    Prometheus answers times in milliseconds: a sample at `start` may read a little before it."""
+    start -= 1.0
     if name in FILLED:
         return [(t, v if t >= start else 0.0) for t, v in samples]
     return [(t, v) for t, v in samples if t >= start]

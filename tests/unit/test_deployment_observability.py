@@ -263,3 +263,14 @@ def test_a_reused_slug_shows_nothing_from_before_its_creation(
     # The summary's range reaches back to the creation only (seconds here), not an hour.
     windows = {int(w) for q in prometheus.queries for w in re.findall(r"\[(\d+)s\]", q)}
     assert min(windows) < 60 and 3600 not in windows
+
+
+def test_a_measurement_at_the_first_step_after_creation_is_kept() -> None:
+    """Prometheus writes times to the millisecond: the step that starts the data (right after
+    the deployment's creation) may come back a fraction before the exact time asked."""
+    from shared.deployment_metrics import _after
+
+    start = 1_767_225_600.123456
+    samples = [(start - 60, 10.0), (round(start, 3) - 0.0005, 42.0), (start + 60, 43.0)]
+    assert _after("latencyP95", samples, start) == samples[1:]
+    assert [v for _, v in _after("requests", samples, start)] == [0.0, 42.0, 43.0]
