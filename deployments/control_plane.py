@@ -276,7 +276,17 @@ class ControlPlaneApp:
         return sorted(views, key=lambda v: v.slug)
 
     async def view(self, slug: str) -> DeploymentView | None:
-        return next((v for v in await self.views() if v.slug == slug), None)
+        """One deployment as `views` shows it (asked per request: one record read, not all)."""
+        self._start()
+        if not self._read_once:
+            await self._read_serve()
+        record = await asyncio.to_thread(self.store.get, slug)
+        app = self.serve_apps.get(slug)
+        if record is not None:
+            if record.desired == "deleted":
+                return None
+            return lifecycle.record_view(record, app, self._bounds())
+        return lifecycle.config_view(app) if app is not None and app.model_id else None
 
     # -- changes ------------------------------------------------------------------------------
     # Each change runs as a task of its own, shielded: Serve cancels this call when the client

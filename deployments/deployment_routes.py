@@ -341,10 +341,9 @@ async def _ask(response: Awaitable[Any], timeout_s: float | None = None) -> Any:
 
 
 async def _change_by(method: Callable[..., Awaitable[Any]], *args: Any) -> Any:
-    """A change sent to the control plane, shielded: a caller who stops waiting does not cut
-    the change short (it finishes, and the reconcile passes carry on from it)."""
-    call = asyncio.ensure_future(_result(method(*args)))
-    return await _ask(asyncio.shield(call), CHANGE_TIMEOUT_S)
+    """A change sent to the control plane, which runs it shielded on its side: a caller who
+    stops waiting (here, or the client) does not cut it short."""
+    return await _ask(method(*args), CHANGE_TIMEOUT_S)
 
 
 def _visible(key: KeyRecord, view: DeploymentView) -> bool:

@@ -8,7 +8,6 @@ status, route prefix, replicas and resources, and the args it was deployed with.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -17,11 +16,6 @@ from ray.serve.context import _get_global_client
 from ray.serve.handle import DeploymentHandle
 
 from shared.serve_apps import MODEL_DEPLOYMENT
-
-logger = logging.getLogger("ray.serve")
-
-CACHE_S = 5.0
-DESCRIBE_TIMEOUT_S = 10.0  # asking a model its ID, where Serve kept no config to read it from
 
 
 def serve_details() -> dict[str, Any]:

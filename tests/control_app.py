@@ -18,6 +18,10 @@ LIMIT = 3
 DEPLOYED_AT = 1767225600.0  # 2026-01-01T00:00:00Z
 
 
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 def apps() -> dict[str, dict[str, Any]]:
     """What Serve reports: one endpoint running, one deploying, and the shared app (which
     runs no `Model` deployment, so it is no endpoint)."""

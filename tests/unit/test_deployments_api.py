@@ -19,7 +19,7 @@ from ultralytics_platform import types as sdk
 
 from shared import keys
 from shared.serve_apps import Endpoint, parse_endpoint
-from tests.control_app import LIMIT, App
+from tests.control_app import LIMIT, App, auth
 from tests.fakes import serve_app
 from tests.sdk_types import assert_sdk_type
 
@@ -46,10 +46,6 @@ def key(store: Path) -> str:
 @pytest.fixture
 def app(store: Path, key: str) -> App:
     return App(store)
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def error_of(response, status: int) -> str:

@@ -17,7 +17,7 @@ from ultralytics_platform import types as sdk
 
 from deployments.control_plane import Change
 from shared import keys
-from tests.control_app import App
+from tests.control_app import App, auth
 from tests.sdk_types import assert_sdk_type
 
 LIST = "/api/deployments/acme"
@@ -69,10 +69,6 @@ def deployer(key: dict[str, str]) -> str:
 @pytest.fixture
 def app(store: Path, deployer: str) -> App:
     return App(store)
-
-
-def auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def error_of(response, status: int) -> str:
