@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from shared.origins import parse_origins
 from shared.ratelimit import RateLimit
-from shared.settings import DEFAULT_MAX_UPLOAD_MB
+from shared.settings import DEFAULT_MAX_UPLOAD_MB, DEFAULT_MAX_VIDEO_MB
 
 # The model deployment's batching knobs when an app's user_config does not set them.
 DEFAULT_BATCH = {"max_batch_size": 4, "batch_wait_timeout_s": 0.005}
@@ -33,6 +33,13 @@ class CommonArgs(BaseModel):
     registry: str | None = None  # default: models.yaml in the project
     keys_file: str = ".keys/keys.json"
     max_upload_mb: float = Field(DEFAULT_MAX_UPLOAD_MB, gt=0, le=100)
+    # Video, on dedicated endpoints (and the shared app's /api/deployments/.../predict): the
+    # upload limit (the proxy's edge reads the same default from YOLO_MAX_VIDEO_MB), the most
+    # frames one request may process (past it a 400), and how many frames of one video are at
+    # the model at once (enough to fill its batches; each holds a decoded frame's memory).
+    max_video_mb: float = Field(DEFAULT_MAX_VIDEO_MB, gt=0, le=1024)
+    max_video_frames: int = Field(3000, ge=1)
+    video_frames_in_flight: int = Field(8, ge=1, le=64)
     num_cpus: float = Field(2, ge=0)  # per model replica; inference threads follow it
     num_gpus: float = Field(0, ge=0)
     # Memory Ray reserves per model replica (its `memory` resource), in GiB; None: none reserved.

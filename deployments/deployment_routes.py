@@ -248,7 +248,9 @@ class DeploymentRoutes:
             raise ApiError(
                 503, f"Deployment '{view.slug}' serves a model this server no longer has"
             )
-        return await self._predict(request, admission, spec, self.model_handle(view.slug))
+        return await self._predict(
+            request, admission, spec, self.model_handle(view.slug), video=True
+        )
 
     async def missing_endpoint(self: IngressApp, request: Request) -> Response:
         """`/endpoints/{name}/predict` or `/info` that Serve routed here: no application runs

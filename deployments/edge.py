@@ -6,7 +6,8 @@ an ingress replica dies, a 404 for no route, 408, 503. This guard runs in every 
 outside Serve's ASGI app (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH, set by shared/cluster.py and
 k8s/generate.py), and so sees each request before the proxy does:
 
-- a declared Content-Length past the cap is refused before a byte of the body is read;
+- a declared Content-Length past the cap is refused before a byte of the body is read (the
+  cap is the video limit's on the routes that take video, the image limit's on the rest);
 - any other body is read here while counting, cut off with a 413 at the first chunk past the
   cap, and otherwise replayed to the proxy, so at most one capped copy waits in each process;
 - refusals close the connection: the unread rest must never be parsed as a next request;
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from dataclasses import dataclass
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -171,16 +174,41 @@ class _Outbound:
                 await self.send(message)
 
 
+# The routes that take video (dedicated endpoints' predict, by their own route or the SDK's):
+# their bodies may reach the video limit; every other route's stop at the image limit.
+VIDEO_ROUTE = re.compile(r"^/(?:endpoints/[^/]+|api/deployments/[^/]+/[^/]+)/predict/?$")
+
+
+@dataclass(frozen=True)
+class BodyLimit:
+    cap: int  # request body bytes
+    message: str  # the 413's
+
+
+def _body_limit(limit: int) -> BodyLimit:
+    return BodyLimit(body_cap(limit), too_large_message(limit))
+
+
 class EdgeGuard:
     """Pure ASGI middleware for the Serve proxy; `middlewares()` is the proxy callback."""
 
-    def __init__(self, app: ASGIApp, max_upload_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_upload_bytes: int | None = None,
+        max_video_bytes: int | None = None,
+    ) -> None:
         self.app = app
+        # Read once here: the proxy builds its middleware stack once, at start.
         if max_upload_bytes is None:
-            # Read once here: the proxy builds its middleware stack once, at start.
             max_upload_bytes = int(settings().max_upload_mb * MB)
-        self.cap = body_cap(max_upload_bytes)
-        self.too_large = too_large_message(max_upload_bytes)
+        if max_video_bytes is None:
+            max_video_bytes = int(settings().max_video_mb * MB)
+        self.images = _body_limit(max_upload_bytes)
+        self.videos = _body_limit(max(max_video_bytes, max_upload_bytes))
+
+    def limit(self, path: str) -> BodyLimit:
+        return self.videos if VIDEO_ROUTE.match(path) else self.images
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -194,11 +222,12 @@ class EdgeGuard:
             await _refuse(send, 400, INVALID_FRAMING)
             return
         length, chunked = frame
-        if length is not None and length > self.cap:
-            await _refuse(send, 413, self.too_large)
+        limit = self.limit(scope.get("path", ""))
+        if length is not None and length > limit.cap:
+            await _refuse(send, 413, limit.message)
             return
         if chunked or length:
-            replay = await self._read_body(receive, send)
+            replay = await self._read_body(receive, send, limit)
             if replay is None:
                 return
             receive = replay
@@ -211,7 +240,7 @@ class EdgeGuard:
             logger.warning("Request failed before its response; answering 503", exc_info=True)
         await outbound.finish()
 
-    async def _read_body(self, receive: Receive, send: Send) -> Receive | None:
+    async def _read_body(self, receive: Receive, send: Send, limit: BodyLimit) -> Receive | None:
         """The whole body, counted as it comes: a `receive` that replays it, or None once
         the request has been answered (too large) or abandoned (the client left)."""
         messages: list[Message] = []
@@ -221,8 +250,8 @@ class EdgeGuard:
             if message["type"] != "http.request":
                 return None  # disconnected mid-body: nobody left to answer
             size += len(message.get("body", b""))
-            if size > self.cap:
-                await _refuse(send, 413, self.too_large)
+            if size > limit.cap:
+                await _refuse(send, 413, limit.message)
                 return None
             messages.append(message)
             if not message.get("more_body", False):

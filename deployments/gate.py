@@ -73,6 +73,7 @@ DEPLOYMENTS_ROUTE = RouteRules(default_limit=False, checks_model=False)
 class Admission:
     key: KeyRecord
     headers: dict[str, str]  # to attach to every response for this request
+    limit: int | None = None  # the key's requests per window on this route, when counted
 
 
 async def _result(response: DeploymentResponse) -> Any:
@@ -123,37 +124,48 @@ class Gate:
         owner's key gets the same 404.
         """
         key = self.keys.authenticate(authorization)
-        headers = await self._count(key, self.limit_for(key, rules))
+        limit = self.limit_for(key, rules)
+        headers = await self._count(key, limit)
+        counted = limit if "X-RateLimit-Remaining" in headers else None
         foreign = owner is not None and key.owner != owner
         if rules.checks_model and (model_id is None or not key.allows(model_id) or foreign):
             raise ApiError(404, rules.not_found, headers)
-        return Admission(key, headers)
+        return Admission(key, headers, counted)
 
-    async def _count(self, key: KeyRecord, limit: int | None) -> dict[str, str]:
+    async def count_images(self, admission: Admission, images: int) -> Admission:
+        """An admitted request found to carry `images` images: each counts as one request.
+        It is counted whole, or refused with a 429 and nothing counted (the admission's own
+        count given back); uncounted admissions stay uncounted."""
+        if images <= 1 or admission.limit is None:
+            return admission
+        headers = await self._count(admission.key, admission.limit, held=1, cost=images)
+        return Admission(admission.key, headers or admission.headers, admission.limit)
+
+    async def _count(
+        self, key: KeyRecord, limit: int | None, held: int = 0, cost: int = 1
+    ) -> dict[str, str]:
         if limit is None:
             return {}
         if self.limiter is None:
             return {"X-RateLimit-Limit": str(limit)}  # nobody to count with: as if it were down
-        decision = await self._ask(key, limit)
+        decision = await self._ask(key, limit, held, cost)
         if decision is None:
             return {"X-RateLimit-Limit": str(limit)}
         if not decision.allowed:
-            raise ApiError(
-                429,
-                f"Rate limited: {decision.limit} requests per {decision.window_s:g} s per API "
-                f"key; retry in {decision.retry_after_s} s, or use a dedicated endpoint",
-                decision.headers(),
-            )
+            raise ApiError(429, _refusal(decision, cost), decision.headers())
         return decision.headers()
 
-    async def _ask(self, key: KeyRecord, limit: int) -> Decision | None:
+    async def _ask(self, key: KeyRecord, limit: int, held: int, cost: int) -> Decision | None:
         """The limiter's decision, or None when it cannot give one in time (fail open)."""
         assert self.limiter is not None
         timeout = self.timeout_s if self._asked else self.first_timeout_s
         self._asked = True
         started = time.perf_counter()
         try:
-            response = self.limiter.acquire.remote(key.id, limit)
+            if held or cost != 1:
+                response = self.limiter.top_up.remote(key.id, limit, held, cost)
+            else:
+                response = self.limiter.acquire.remote(key.id, limit)
             # On timeout wait_for cancels the await, which withdraws the call without blocking
             # (DeploymentResponse.cancel() can block the event loop until assignment).
             decision = await asyncio.wait_for(_result(response), timeout)
@@ -178,6 +190,20 @@ class Gate:
             )
             self._last_warning = now
             self._failed_open = 0
+
+
+def _refusal(decision: Decision, cost: int) -> str:
+    rate = f"{decision.limit} requests per {decision.window_s:g} s per API key"
+    if cost > decision.limit:
+        return (
+            f"Rate limited: {cost} images count as {cost} requests, over this key's {rate}; "
+            "send fewer images per request, or use a dedicated endpoint"
+        )
+    what = f"{cost} images count as {cost} requests; " if cost > 1 else ""
+    return (
+        f"Rate limited: {what}{rate}; retry in {decision.retry_after_s} s, "
+        "or use a dedicated endpoint"
+    )
 
 
 # The route's admission headers travel in the request scope, so the exception handlers can put

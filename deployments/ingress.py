@@ -6,7 +6,6 @@ It never imports torch: images go to the model deployment as numpy arrays throug
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 import uuid
@@ -41,17 +40,14 @@ from deployments.gate import (
 )
 from deployments.metrics import IngressMetrics, RequestMetricsMiddleware
 from deployments.pages import PredictPages
+from deployments.predict_routes import PredictRoutes
 from deployments.response_check import add_response_check
-from deployments.uploads import UrlSources, read_upload
+from deployments.uploads import UrlSources
 from shared.cached_probe import CachedProbe
 from shared.errors import ApiError
-from shared.images import decode_image, decode_peak_bytes
 from shared.keys import KeyRing
 from shared.memory_budget import MB, MemoryBudget
-from shared.params import parse_params
 from shared.registry import PROJECT_ROOT, ModelSpec, is_valid_model_id, load_registry
-from shared.results import shape_response, shape_results
-from shared.timing import PhaseTimer
 
 logger = logging.getLogger("ray.serve")
 
@@ -83,7 +79,7 @@ def error_response(status: int, message: str, headers: dict[str, str] | None = N
     return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
-class IngressApp(DeploymentRoutes):
+class IngressApp(DeploymentRoutes, PredictRoutes):
     """The ingress itself, plain Python: Serve runs it as the `Ingress` deployment below, and
     tests build it in-process over stand-in handles (tests/unit/test_ingress_routes.py)."""
 
@@ -279,7 +275,7 @@ class IngressApp(DeploymentRoutes):
     async def predict_dedicated(self, request: Request) -> Response:
         assert self.model_id is not None
         admission = await self._admit(request, DEDICATED_ROUTE, self.model_id, self.owner)
-        return await self._predict(request, admission, self.registry[self.model_id])
+        return await self._predict(request, admission, self.registry[self.model_id], video=True)
 
     async def _admit(
         self,
@@ -298,61 +294,6 @@ class IngressApp(DeploymentRoutes):
     @staticmethod
     def _json(admission: Admission, body: dict[str, Any]) -> Response:
         return JSONResponse(body, headers=admission.headers)
-
-    # -- the predict path ---------------------------------------------------------------------
-    async def _predict(
-        self,
-        request: Request,
-        admission: Admission,
-        spec: ModelSpec,
-        handle: DeploymentHandle | None = None,
-    ) -> Response:
-        timer = PhaseTimer()
-        upload = await read_upload(request, self.limit_bytes, self.url_sources)
-        params = parse_params(upload.fields, default_imgsz=spec.imgsz or 640)
-        timer.mark("upload")
-        # Classification resizes the shorter side to imgsz; the other tasks the longer one.
-        side = "short" if spec.task == "classify" else "long"
-        # The decode's peak memory, from the header alone, is reserved before any pixel is
-        # decoded: concurrent large images wait for their share (or get a 503), never an OOM.
-        # In a thread too: opening some headers (WebP, the first DNG) takes milliseconds.
-        peak = await asyncio.to_thread(
-            decode_peak_bytes, upload.data, target_size=params.imgsz, target_side=side
-        )
-        async with self.decode_budget.reserve(peak):
-            # CPU work, off the event loop so other requests keep flowing. An image far larger
-            # than the model's input decodes reduced (libjpeg's reduced-size decoding for
-            # JPEGs); shape_results maps results back to the original's pixels.
-            image = await asyncio.to_thread(
-                decode_image, upload.data, target_size=params.imgsz, target_side=side
-            )
-        self.metrics.image_decoded(image.format, timer.mark("decode"))
-        prediction = await model_calls.predict(
-            handle or self.model, spec.id, image.array, params, self.config.model_timeout_s
-        )
-        timer.mark("model")
-        results = shape_results(prediction, image.shape, image.array.shape[:2], params)
-        body = shape_response(
-            results,
-            image.shape,
-            prediction["speed"],
-            model_file=prediction["model"],
-            versions=prediction["versions"],
-            elapsed_s=timer.elapsed(),
-            # Fields the official SDK reads beside the spec's.
-            extra_metadata={"task": prediction["task"], "classNames": list(prediction["names"])},
-        )
-        response = JSONResponse(body, headers=admission.headers)
-        timer.mark("respond")
-        # Within `model`: `replica`, the time in the model replica, of which `queue` waiting for
-        # a batch and `inference` the model's own pre-process, inference and post-process.
-        replica = prediction["timing"]
-        response.headers["Server-Timing"] = timer.header(
-            replica=replica["replica"],
-            queue=replica["queue"],
-            inference=sum(prediction["speed"].values()),
-        )
-        return response
 
 
 # The Serve deployment: the same class behind Serve's ASGI ingress, named as serve_config.yaml

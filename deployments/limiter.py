@@ -34,3 +34,8 @@ class Limiter:
     async def acquire(self, key_id: str, limit: int | None = None) -> Decision:
         """Count one request of `key_id` (a non-secret key hash prefix) if it fits."""
         return self.window.acquire(key_id, time.monotonic(), limit)
+
+    async def top_up(self, key_id: str, limit: int | None, held: int, cost: int) -> Decision:
+        """A request found to be `cost` predictions (several images) after `held` were
+        counted at admission: counted whole, or refused and nothing counted."""
+        return self.window.top_up(key_id, time.monotonic(), limit, held, cost)

@@ -66,6 +66,10 @@ RATE_LIMITED = MetricSpec("yolo_rate_limited", "counter", "Requests answered 429
 # Ingress: per decoded image.
 IMAGES = MetricSpec("yolo_images", "counter", "Images decoded, by format.", ("format",))
 DECODE_SECONDS = _latency("yolo_decode_seconds", "Image decode time.", ("format",))
+# Ingress: per video frame decoded and sent to the model (after vid_stride).
+VIDEO_FRAMES = MetricSpec(
+    "yolo_video_frames", "counter", "Video frames decoded and sent to the model."
+)
 # Model replicas.
 QUEUE_WAIT_SECONDS = _latency(
     "yolo_queue_wait_seconds",
@@ -103,6 +107,7 @@ INGRESS_METRICS = (
     RATE_LIMITED,
     IMAGES,
     DECODE_SECONDS,
+    VIDEO_FRAMES,
 )
 MODEL_METRICS = (
     QUEUE_WAIT_SECONDS,
@@ -153,6 +158,9 @@ class IngressMetrics(_Recorder):
     def image_decoded(self, image_format: str, seconds: float) -> None:
         self._inc(IMAGES, format=image_format)
         self._observe(DECODE_SECONDS, seconds, format=image_format)
+
+    def video_frame(self) -> None:
+        self._inc(VIDEO_FRAMES)
 
 
 class ModelMetrics(_Recorder):

@@ -123,6 +123,13 @@ class _Builder:
         self.shared_replies: dict[str, dict[str, Any]] = {}
         models = sorted(
             {reply.model for e in found for reply in self._replies(e.operation).values()}
+            | {
+                alternative.model
+                for e in found
+                for reply in self._replies(e.operation).values()
+                for alternative in reply.alternatives
+                if alternative.model is not None
+            }
             | {form.model for e in found for form in e.operation.forms},
             key=lambda m: m.__name__,
         )
@@ -196,9 +203,18 @@ class _Builder:
         return out
 
     def _reply(self, reply: Reply, extra_headers: tuple[Header, ...]) -> dict[str, Any]:
+        content: dict[str, Any] = {_JSON: {"schema": {"$ref": self.refs[reply.model]}}}
+        for alternative in reply.alternatives:
+            content[alternative.media_type] = {
+                "schema": (
+                    {"$ref": self.refs[alternative.model]}
+                    if alternative.model is not None
+                    else {"type": "string", "format": "binary"}
+                )
+            }
         out: dict[str, Any] = {
             "description": reply.description.format_map(self.facts),
-            "content": {_JSON: {"schema": {"$ref": self.refs[reply.model]}}},
+            "content": content,
         }
         headers = (*reply.headers, *extra_headers)
         if headers:

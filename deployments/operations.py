@@ -9,7 +9,7 @@ from the gate's model check, 413/400 from the upload, and 503/504 from the model
 from __future__ import annotations
 
 from deployments import schemas
-from deployments.routes import Counted, Form, Header, Operation, PathParam, Reply
+from deployments.routes import Alternative, Counted, Form, Header, Operation, PathParam, Reply
 
 # Same rule as shared/registry.py's model IDs; endpoint names are used as model-like slugs too.
 SLUG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -77,8 +77,21 @@ _PREDICT_FORMS = (
 )
 _PREDICTIONS = Reply(
     schemas.PredictResponse,
-    "Predictions for the image",
+    "Predictions for the images (or the video's frames); with `Accept: application/x-ndjson` "
+    "one line per image or frame as each is ready, then the metadata; with `Accept: "
+    "image/jpeg`, `image/png` or `image/webp` the one image sent, its results drawn on it",
     (Header("Server-Timing", "Where the time went, in ms", kind="string"),),
+    alternatives=(
+        Alternative("application/x-ndjson", schemas.PredictLine),
+        Alternative("image/jpeg"),
+        Alternative("image/png"),
+        Alternative("image/webp"),
+    ),
+)
+NOT_ACCEPTABLE = Reply(
+    schemas.Error,
+    "Accept names no output offered, or an annotated image of several images or a video",
+    name="NotAcceptable",
 )
 _MODEL_NOT_FOUND = "Model not found (unknown, or not allowed for this key)"
 
@@ -93,6 +106,7 @@ def _predict(
             400: BAD_REQUEST,
             401: UNAUTHORIZED,
             404: Reply(schemas.Error, not_found),
+            406: NOT_ACCEPTABLE,
             413: TOO_LARGE,
             **_MODEL_CALL,
         },

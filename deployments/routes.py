@@ -27,6 +27,14 @@ class Header:
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """A body a reply may be sent as instead of its JSON, when the request's Accept asks."""
+
+    media_type: str
+    model: type[BaseModel] | None = None  # the model of each line (NDJSON); None: binary
+
+
+@dataclass(frozen=True)
 class Reply:
     """One status of an operation: its JSON body's model and the headers that come with it."""
 
@@ -34,6 +42,7 @@ class Reply:
     description: str  # may name the document's facts, e.g. {max_upload_mb}
     headers: tuple[Header, ...] = ()
     name: str | None = None  # a reply several operations share: one components/responses entry
+    alternatives: tuple[Alternative, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,14 @@ from pydantic import (
 )
 
 from shared.keys import OWNER_PATTERN
-from shared.params import CONF_RANGE, DECIMALS_RANGE, IMGSZ_RANGE, IOU_RANGE, PredictParams
+from shared.params import (
+    CONF_RANGE,
+    DECIMALS_RANGE,
+    IMGSZ_RANGE,
+    IOU_RANGE,
+    VID_STRIDE_RANGE,
+    PredictParams,
+)
 
 Task = Literal["detect", "segment", "pose", "obb", "classify"]
 # A 32x32 grey PNG, so that documentation and the fuzzer's example reach a real model.
@@ -140,6 +147,22 @@ class ImageResult(Wire):
     shape: tuple[PositiveInt, PositiveInt] = Field(description="[height, width] as sent")
     results: list[Result]
     speed: Speed
+    # A video's entries (one per processed frame) say which frame they are.
+    frame: NonNegativeInt | MISSING = Field(MISSING, description="Video: the frame's 0-based index")
+    timestamp: NonNegativeFloat | MISSING = Field(
+        MISSING, description="Video: the frame's time from the start, seconds"
+    )
+
+
+class VideoDescription(Wire):
+    """What the service read of a video (this server's addition)."""
+
+    container: str = Field(description="FFmpeg's name for the container format")
+    codec: str = Field(description="FFmpeg's name for the video codec")
+    width: PositiveInt
+    height: PositiveInt
+    fps: NonNegativeFloat | None = Field(description="Average frame rate, when known")
+    vidStride: PositiveInt = Field(description="Every vid_stride-th frame was processed")
 
 
 class Metadata(Wire):
@@ -149,11 +172,21 @@ class Metadata(Wire):
     version: dict[str, str] = Field(description="Library versions")
     task: Task | MISSING = MISSING
     classNames: list[str] | MISSING = MISSING
+    video: VideoDescription | MISSING = MISSING
 
 
 class PredictResponse(Wire):
-    images: list[ImageResult] = Field(min_length=1, max_length=1)
+    images: list[ImageResult] = Field(
+        min_length=1,
+        description="One entry per image, in the order sent, or per processed video frame",
+    )
     metadata: Metadata
+
+    @model_validator(mode="after")
+    def _counted(self) -> PredictResponse:
+        if self.metadata.imageCount != len(self.images):
+            raise ValueError(f"imageCount {self.metadata.imageCount} for {len(self.images)}")
+        return self
 
     @model_validator(mode="after")
     def _results_are_the_task_s(self) -> PredictResponse:
@@ -167,6 +200,19 @@ class PredictResponse(Wire):
             if by_class is not None and result.name != by_class.get(result.cls):
                 raise ValueError(f"results[{i}]: class {result.cls} is not named {result.name!r}")
         return self
+
+
+class StreamedMetadata(Wire):
+    metadata: Metadata
+
+
+class StreamedError(Wire):
+    error: str = Field(description="Why the answer ended early")
+
+
+class PredictLine(RootModel[ImageResult | StreamedMetadata | StreamedError]):
+    """One line of an `application/x-ndjson` answer: an image's (or frame's) entry as each is
+    ready, then the metadata (or an error, if it failed midway)."""
 
 
 # -- the other routes --------------------------------------------------------------------------
@@ -550,6 +596,12 @@ class PredictParameters(Wire):
         le=DECIMALS_RANGE[1],
         description="Decimal places of coordinates and confidences",
     )
+    vid_stride: int = Field(
+        _DEFAULTS.vid_stride,
+        ge=VID_STRIDE_RANGE[0],
+        le=VID_STRIDE_RANGE[1],
+        description="Video (dedicated endpoints): process every vid_stride-th frame",
+    )
 
 
 _SOURCE = (
@@ -563,13 +615,17 @@ def _exactly_one_image(schema: dict[str, Any]) -> None:
 
 
 class PredictForm(PredictParameters):
-    """multipart/form-data: exactly one of `file` or `source`, and optionally the parameters."""
+    """multipart/form-data: `file` or `source`, and optionally the parameters. Either may be
+    repeated for up to 16 images in one request (all of them within the upload limit), each
+    its own `images[]` entry, in order; on the shared service each counts as one request."""
 
     model_config = ConfigDict(json_schema_extra=_exactly_one_image)
     file: bytes | MISSING = Field(
         MISSING,
         description="The image (JPEG, PNG, WebP, AVIF, HEIC, JP2, TIFF, BMP, DNG, MPO), at most "
-        "the server's upload limit",
+        "the server's upload limit. On dedicated endpoints also one video (ASF, AVI, GIF, M4V, "
+        "MKV, MOV, MP4, MPEG, MPG, TS, WEBM, WMV) up to the video limit: one entry per "
+        "processed frame",
     )
     source: str | MISSING = Field(MISSING, description=_SOURCE, examples=[EXAMPLE_SOURCE])
 

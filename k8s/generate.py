@@ -108,13 +108,20 @@ def splice(manifest: str, serve_config: str) -> str:
 
 
 def pod_env(config: dict[str, Any]) -> dict[str, str]:
-    """Every Ray container's environment: the proxy's, with one upload limit for every app (so
-    the largest of theirs), and the controller's."""
-    default = float(EDGE_ENV["YOLO_MAX_UPLOAD_MB"])
-    limit = max(
-        float(app.get("args", {}).get("max_upload_mb", default)) for app in config["applications"]
-    )
-    return {**EDGE_ENV, "YOLO_MAX_UPLOAD_MB": f"{limit:g}", **CONTROLLER_ENV}
+    """Every Ray container's environment: the proxy's, with one upload limit and one video
+    limit for every app (so the largest of theirs), and the controller's."""
+
+    def largest(arg: str, env: str) -> str:
+        default = float(EDGE_ENV[env])
+        apps = config["applications"]
+        return f"{max(float(app.get('args', {}).get(arg, default)) for app in apps):g}"
+
+    return {
+        **EDGE_ENV,
+        "YOLO_MAX_UPLOAD_MB": largest("max_upload_mb", "YOLO_MAX_UPLOAD_MB"),
+        "YOLO_MAX_VIDEO_MB": largest("max_video_mb", "YOLO_MAX_VIDEO_MB"),
+        **CONTROLLER_ENV,
+    }
 
 
 def _indent(line: str) -> int:

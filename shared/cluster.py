@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.settings import DEFAULT_MAX_UPLOAD_MB, apply_ultralytics_env
+from shared.settings import DEFAULT_MAX_UPLOAD_MB, DEFAULT_MAX_VIDEO_MB, apply_ultralytics_env
 
 BIN = Path(sys.executable).parent
 
@@ -64,10 +64,11 @@ SERVE_FAST_PATH_ENV = {
 # The proxy's edge guard (deployments/edge.py): bodies capped before the proxy buffers them, and
 # its own errors as JSON. Read when each proxy starts, which no application's runtime_env
 # reaches, so they go in the cluster's environment only (k8s/generate.py puts them on the pods).
-# The upload limit must be at least every app's `max_upload_mb`.
+# The upload limits must be at least every app's `max_upload_mb` and `max_video_mb`.
 EDGE_ENV = {
     "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "deployments.edge:middlewares",
     "YOLO_MAX_UPLOAD_MB": str(DEFAULT_MAX_UPLOAD_MB),
+    "YOLO_MAX_VIDEO_MB": str(DEFAULT_MAX_VIDEO_MB),
 }
 
 

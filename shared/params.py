@@ -17,10 +17,12 @@ CONF_RANGE = (0.01, 1.0)
 IOU_RANGE = (0.0, 0.95)
 IMGSZ_RANGE = (32, 1280)
 DECIMALS_RANGE = (0, 10)
-PARAMETERS = ("conf", "iou", "imgsz", "normalize", "decimals")
-# Platform parameters the official SDK may send that mean nothing for one still image (video
-# frame stride, depth-map bit depth): accepted and ignored, so SDK calls work unchanged.
-PLATFORM_ONLY = ("vid_stride", "bits")
+VID_STRIDE_RANGE = (1, 1000)
+# `vid_stride` (every n-th frame of a video) is accepted with images too, where it means nothing.
+PARAMETERS = ("conf", "iou", "imgsz", "normalize", "decimals", "vid_stride")
+# A Platform parameter the official SDK may send that means nothing here (depth-map bit
+# depth): accepted and ignored, so SDK calls work unchanged.
+PLATFORM_ONLY = ("bits",)
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 _SHOWN = 24  # how much of a bad value to echo back
@@ -33,6 +35,7 @@ class PredictParams:
     imgsz: int = 640
     normalize: bool = False
     decimals: int = 5
+    vid_stride: int = 1
 
     def model_args(self) -> tuple[float, float, int]:
         """The part that changes what the model computes (and so what may share a batch)."""
@@ -81,7 +84,7 @@ def _boolean(raw: str, name: str) -> bool:
 
 
 def parse_params(form: Mapping[str, Sequence[str]], *, default_imgsz: int = 640) -> PredictParams:
-    """Read conf/iou/imgsz/normalize/decimals from form values (each name -> list of values).
+    """Read the parameters from form values (each name -> list of values).
 
     `form` holds the request's non-image fields only. An absent field takes its default; a
     present one, even empty, must be valid.
@@ -92,7 +95,7 @@ def parse_params(form: Mapping[str, Sequence[str]], *, default_imgsz: int = 640)
             f"Unknown parameter '{unknown[0][:_SHOWN]}': expected 'file' or 'source' and "
             f"optionally {', '.join(PARAMETERS)}"
         )
-    conf, iou, imgsz, normalize, decimals = (_single(form, n) for n in PARAMETERS)
+    conf, iou, imgsz, normalize, decimals, vid_stride = (_single(form, n) for n in PARAMETERS)
     defaults = PredictParams(imgsz=default_imgsz)
     return PredictParams(
         conf=defaults.conf if conf is None else _number(conf, "conf", *CONF_RANGE),
@@ -103,5 +106,10 @@ def parse_params(form: Mapping[str, Sequence[str]], *, default_imgsz: int = 640)
             defaults.decimals
             if decimals is None
             else _integer(decimals, "decimals", *DECIMALS_RANGE)
+        ),
+        vid_stride=(
+            defaults.vid_stride
+            if vid_stride is None
+            else _integer(vid_stride, "vid_stride", *VID_STRIDE_RANGE)
         ),
     )

@@ -61,10 +61,12 @@ class SlidingWindow:
     def __len__(self) -> int:
         return len(self._log)
 
-    def acquire(self, key: str, now: float, limit: int | None = None) -> Decision:
-        """Admit and count one request of `key` at time `now`, or say how long to wait.
+    def acquire(self, key: str, now: float, limit: int | None = None, cost: int = 1) -> Decision:
+        """Admit and count `cost` requests of `key` at time `now` (all or none), or say how
+        long to wait.
 
         `limit` overrides the configured requests per window for this key (None: the default).
+        A cost over the limit never fits: refused with a whole window to wait.
         """
         limit = limit or self.config.requests
         window = self.config.window_s
@@ -72,14 +74,26 @@ class SlidingWindow:
         log = self._log.setdefault(key, deque())
         while log and log[0] <= now - window:
             log.popleft()
-        if len(log) < limit:
-            log.append(now)
+        if len(log) + cost <= limit:
+            log.extend([now] * cost)
             reset = _whole_seconds(log[0] + window - now)
             return Decision(True, limit, limit - len(log), reset, 0, window)
-        # With n >= limit counted, a request fits once the (n - limit + 1) oldest have expired.
+        remaining = max(0, limit - len(log))
+        if cost > limit:
+            wait = _whole_seconds(window)
+            return Decision(False, limit, remaining, wait, wait, window)
+        # With n counted, `cost` more fit once the (n + cost - limit) oldest have expired.
         # n > limit only happens after a key's limit was lowered while it had traffic.
-        wait = _whole_seconds(log[len(log) - limit] + window - now)
-        return Decision(False, limit, 0, wait, wait, window)
+        wait = _whole_seconds(log[len(log) + cost - limit - 1] + window - now)
+        return Decision(False, limit, remaining, wait, wait, window)
+
+    def top_up(self, key: str, now: float, limit: int | None, held: int, cost: int) -> Decision:
+        """Turn the `held` requests `key` counted last into `cost`: all of them or, refused,
+        none (the held ones are given back)."""
+        log = self._log.get(key, deque())
+        for _ in range(min(held, len(log))):
+            log.pop()
+        return self.acquire(key, now, limit, cost)
 
     def _maybe_prune(self, now: float) -> None:
         """Forget keys idle for a whole window, at most once per window (amortised O(1))."""

@@ -25,6 +25,7 @@ ULTRALYTICS_ENV = {
 
 
 DEFAULT_MAX_UPLOAD_MB = 10  # serve_config.yaml's max_upload_mb, and the proxy's default
+DEFAULT_MAX_VIDEO_MB = 100  # max_video_mb: dedicated endpoints' video uploads
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Settings:
     registry: Path  # YOLO_ENDPOINTS_REGISTRY: models.yaml
     weights_dir: Path  # YOLO_ENDPOINTS_WEIGHTS: where fetched weights are cached
     max_upload_mb: float  # YOLO_MAX_UPLOAD_MB: the proxy edge guard's limit
+    max_video_mb: float  # YOLO_MAX_VIDEO_MB: its limit on the routes that take video
     # YOLO_VALIDATE_RESPONSES=1: every JSON response is checked against its route's declared
     # model (deployments/response_check.py); the test cluster turns it on.
     validate_responses: bool
@@ -45,6 +47,7 @@ def settings(env: Mapping[str, str] = os.environ) -> Settings:
         registry=Path(env.get("YOLO_ENDPOINTS_REGISTRY", PROJECT_ROOT / "models.yaml")),
         weights_dir=Path(env.get("YOLO_ENDPOINTS_WEIGHTS", PROJECT_ROOT / ".weights")).resolve(),
         max_upload_mb=float(env.get("YOLO_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB)),
+        max_video_mb=float(env.get("YOLO_MAX_VIDEO_MB", DEFAULT_MAX_VIDEO_MB)),
         validate_responses=env.get("YOLO_VALIDATE_RESPONSES", "") == "1",
     )
 

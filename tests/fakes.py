@@ -41,11 +41,16 @@ class FakeLimiter:
         self.window = SlidingWindow(limit)
         self.calls = 0
         self.acquire = _Method(self._acquire)
+        self.top_up = _Method(self._top_up)
         self.clock = clock
 
     def _acquire(self, key_id: str, limit: int | None):
         self.calls += 1
         return self.window.acquire(key_id, self.clock(), limit)
+
+    def _top_up(self, key_id: str, limit: int | None, held: int, cost: int):
+        self.calls += 1
+        return self.window.top_up(key_id, self.clock(), limit, held, cost)
 
 
 class FakeModel:

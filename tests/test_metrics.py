@@ -23,6 +23,7 @@ from deployments.metrics import ALL_METRICS
 from shared import keys
 from shared.registry import PROJECT_ROOT
 from tests.promql import dashboard_exprs, exported_names, metric_names
+from tests.videos import bus_video
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 Expectation = tuple[str, Mapping[str, str], float]
@@ -221,8 +222,17 @@ def test_429s_are_counted_per_application(server, metrics_url: str) -> None:
 
 
 def test_every_metric_is_exported_and_every_dashboard_name_exists(server, metrics_url: str) -> None:
-    """By now each of our metrics has series (model loads happened at deploy time), and so must
-    each Ray built-in the dashboard queries: a misspelt one would only show an empty panel."""
+    """By now each of our metrics has series (model loads happened at deploy time; a video
+    sent here counts its frames), and so must each Ray built-in the dashboard queries: a
+    misspelt one would only show an empty panel."""
+    video = bus_video("mp4", frames=2, size=(160, 120))
+    sent = requests.post(
+        server.url("/endpoints/yolo26n/predict"),
+        headers=server.headers(),
+        files={"file": ("v.mp4", video)},
+        timeout=120,
+    )
+    assert sent.status_code == 200, sent.text
     deadline = time.monotonic() + DEADLINE_S
     while True:
         present = {name for name, _ in scrape(metrics_url)}

@@ -116,7 +116,8 @@ def plain(status: int, text: str, *extra: tuple[bytes, bytes]) -> list[dict]:
 
 
 def run(app: App, scope: dict, client: Client) -> Client:
-    asyncio.run(EdgeGuard(app, max_upload_bytes=LIMIT)(scope, client.receive, client.send))
+    guard = EdgeGuard(app, max_upload_bytes=LIMIT, max_video_bytes=4 * LIMIT)
+    asyncio.run(guard(scope, client.receive, client.send))
     return client
 
 
@@ -128,6 +129,28 @@ def test_a_declared_length_over_the_cap_is_refused_unread() -> None:
     assert client.json() == {"error": "File too large: the limit is 1 MB"}
     assert client.headers["connection"] == "close"
     assert (app.calls, client.reads) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("path", "video"),
+    [
+        ("/endpoints/yolo26n/predict", True),
+        ("/api/deployments/me/yolo26n/predict", True),
+        ("/endpoints/yolo26n/predict/", True),
+        ("/api/models/yolo26n/predict", False),
+        ("/endpoints/yolo26n/info", False),
+        ("/endpoints/a/b/predict", False),
+    ],
+)
+def test_routes_that_take_video_get_the_video_cap(path: str, video: bool) -> None:
+    body = b"x" * (CAP + 1)  # over the image cap, within the video cap
+    scope = {**http_scope({"content-length": str(len(body))}), "path": path}
+    client = run(App(), scope, Client([{"type": "http.request", "body": body}]))
+    assert client.status == (200 if video else 413)
+    over = {**http_scope({"content-length": str(body_cap(4 * LIMIT) + 1)}), "path": path}
+    refused = run(App(), over, Client(endless()))
+    assert refused.status == 413
+    assert refused.json()["error"].endswith("4 MB" if video else "1 MB")
 
 
 @pytest.mark.parametrize(
@@ -354,7 +377,7 @@ def test_the_callback_reads_the_limit_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("YOLO_MAX_UPLOAD_MB", "2")
     (middleware,) = middlewares()
     guard = middleware.cls(App(), *middleware.args, **middleware.kwargs)
-    assert guard.cap == body_cap(2 * MB)
+    assert guard.limit("/api/models/yolo11n/predict").cap == body_cap(2 * MB)
 
 
 def test_local_clusters_and_kubernetes_pods_install_the_guard(monkeypatch) -> None:

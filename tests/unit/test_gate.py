@@ -151,3 +151,27 @@ def test_an_unreachable_limiter_fails_open(store: Path) -> None:
     for _ in range(3):
         admitted = admit(gate, key, DEDICATED_ROUTE, "yolo26n")
         assert admitted.headers == {"X-RateLimit-Limit": "1"}  # uncounted: no Remaining
+
+
+def test_several_images_count_as_that_many_requests_or_none(store: Path) -> None:
+    gate, _ = gate_for(store)
+    key = keys.create_key(store, "k")
+    admission = admit(gate, key, SHARED_ROUTE, "yolo26n")
+    assert admission.headers["X-RateLimit-Remaining"] == "2"
+    counted = asyncio.run(gate.count_images(admission, 2))
+    assert counted.headers["X-RateLimit-Remaining"] == "1"
+    # One left: a request of two images is refused whole, and its admission is given back.
+    second = admit(gate, key, SHARED_ROUTE, "yolo26n")
+    with pytest.raises(ApiError) as refused:
+        asyncio.run(gate.count_images(second, 2))
+    assert refused.value.status == 429 and "2 images count as 2 requests" in refused.value.message
+    assert refused.value.headers["X-RateLimit-Remaining"] == "1"
+    assert admit(gate, key, SHARED_ROUTE, "yolo26n").headers["X-RateLimit-Remaining"] == "0"
+
+
+def test_images_on_an_uncounted_route_stay_uncounted(store: Path) -> None:
+    gate, limiter = gate_for(store)
+    key = keys.create_key(store, "k")
+    admission = admit(gate, key, DEDICATED_ROUTE, "yolo26n")
+    assert asyncio.run(gate.count_images(admission, 16)) == admission
+    assert limiter.calls == 0

@@ -184,6 +184,8 @@ def test_parameter_ranges_are_the_enforced_ones() -> None:
     assert (fields["iou"]["minimum"], fields["iou"]["maximum"]) == params.IOU_RANGE
     assert (fields["imgsz"]["minimum"], fields["imgsz"]["maximum"]) == params.IMGSZ_RANGE
     assert (fields["decimals"]["minimum"], fields["decimals"]["maximum"]) == (params.DECIMALS_RANGE)
+    stride = fields["vid_stride"]
+    assert (stride["minimum"], stride["maximum"]) == params.VID_STRIDE_RANGE
     defaults = params.PredictParams()
     assert [fields[n]["default"] for n in params.PARAMETERS] == [
         defaults.conf,
@@ -191,6 +193,7 @@ def test_parameter_ranges_are_the_enforced_ones() -> None:
         defaults.imgsz,
         defaults.normalize,
         defaults.decimals,
+        defaults.vid_stride,
     ]
     assert form["additionalProperties"] is False
     assert form["oneOf"] == [{"required": ["file"]}, {"required": ["source"]}]

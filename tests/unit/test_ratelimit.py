@@ -100,3 +100,42 @@ def test_idle_keys_are_forgotten() -> None:
     window.acquire("late", 25.0)
     assert len(window) == 1
     assert window.acquire("k0", 25.0).allowed
+
+
+def test_a_cost_counts_whole_or_not_at_all() -> None:
+    window = SlidingWindow(RateLimit(5, 60))
+    assert window.acquire("a", 0.0, cost=3).remaining == 2
+    refused = window.acquire("a", 1.0, cost=3)
+    assert not refused.allowed and refused.remaining == 2  # nothing counted: 2 still free
+    assert window.acquire("a", 2.0, cost=2).remaining == 0
+    # Three more fit once the three counted at t=0 have left the window.
+    assert not window.acquire("a", 59.0, cost=3).allowed
+    assert window.acquire("a", 60.0, cost=3).allowed
+
+
+def test_retry_after_for_a_cost_waits_for_enough_room() -> None:
+    window = SlidingWindow(RateLimit(4, 60))
+    for t in (0.0, 10.0, 20.0, 30.0):
+        window.acquire("a", t)
+    refused = window.acquire("a", 40.0, cost=2)
+    # Two must leave: the second oldest (t=10) leaves at 70.
+    assert refused.retry_after_s == 30
+    assert window.acquire("a", 40.0 + refused.retry_after_s, cost=2).allowed
+
+
+def test_a_cost_over_the_limit_never_fits() -> None:
+    window = SlidingWindow(RateLimit(3, 60))
+    refused = window.acquire("a", 0.0, cost=4)
+    assert not refused.allowed and refused.remaining == 3 and refused.retry_after_s == 60
+    assert window.acquire("a", 0.0, cost=3).allowed
+
+
+def test_top_up_turns_the_held_count_into_the_cost_or_gives_it_back() -> None:
+    window = SlidingWindow(RateLimit(5, 60))
+    window.acquire("a", 0.0)  # the admission's count
+    assert window.top_up("a", 0.0, None, held=1, cost=4).remaining == 1
+    window.acquire("a", 1.0)  # the next request's admission: 5 counted
+    refused = window.top_up("a", 1.0, None, held=1, cost=2)
+    assert not refused.allowed
+    # Refused: its admission was given back, so 4 stay counted and one request fits.
+    assert window.acquire("a", 1.0).remaining == 0

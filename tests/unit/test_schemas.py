@@ -95,7 +95,7 @@ def _broken(task: str, change) -> dict[str, Any]:
         ("detect", lambda d, r: d["images"][0]["speed"].pop("inference"), "inference"),
         ("detect", lambda d, r: d["metadata"].update(imageCount="1"), "valid integer"),
         ("detect", lambda d, r: d["metadata"].update(extra=1), "Extra inputs"),
-        ("detect", lambda d, r: d["images"].append(d["images"][0]), "at most 1 item"),
+        ("detect", lambda d, r: d["images"].append(d["images"][0]), "imageCount 1 for 2"),
         ("detect", lambda d, r: d["images"][0].update(shape=[400]), "shape"),
     ],
 )

@@ -10,8 +10,16 @@ from urllib.parse import urlencode
 import pytest
 from starlette.requests import Request
 
-from deployments.uploads import MAX_FIELDS, URLENCODED, Upload, UrlSources, read_upload
+from deployments.uploads import (
+    MAX_FIELDS,
+    URLENCODED,
+    Upload,
+    UploadLimits,
+    UrlSources,
+    read_upload,
+)
 from shared.errors import ApiError
+from tests.videos import bus_video
 
 LIMIT = 1024 * 1024
 BOUNDARY = "xXxBOUNDARYxXx"
@@ -52,6 +60,7 @@ def read(
     length: int | None = None,
     content_type: str = f"multipart/form-data; boundary={BOUNDARY}",
     urls: UrlSources | None = None,
+    limits: UploadLimits | None = None,
 ) -> tuple[Upload | ApiError, Stream]:
     headers = [(b"content-type", content_type.encode())]
     if length is not None:
@@ -59,7 +68,7 @@ def read(
     stream = Stream(chunks)
     request = Request({"type": "http", "method": "POST", "headers": headers}, stream)
     try:
-        return asyncio.run(read_upload(request, LIMIT, urls)), stream
+        return asyncio.run(read_upload(request, limits or UploadLimits(LIMIT), urls)), stream
     except ApiError as exc:
         return exc, stream
 
@@ -124,9 +133,8 @@ def test_an_oversized_base64_source_is_413() -> None:
     [
         ((), "Missing 'file'"),
         ((part("image", b"x", "a.jpg"),), "Unexpected file field 'image'"),
-        ((part("file", b"x", "a.jpg"), part("file", b"y", "b.jpg")), "Too many files"),
-        ((part("file", b"x", "a.jpg"), part("source", b"eA==")), "one image"),
-        ((part("source", b"eA=="), part("source", b"eA==")), "one image"),
+        (tuple(part("file", b"x", f"{i}.jpg") for i in range(17)), "at most 16 per request"),
+        (tuple(part("source", b"eA==") for i in range(17)), "Too many images: 17 sent"),
         ((part("source", b"not base64!"),), "Invalid 'source'"),
         ((part("source", b"http://127.0.0.1/x.jpg"),), "URL sources are disabled"),
         ((part("file", b"x", "a.jpg"), part("conf", b"1" * 300)), "longer than 256 bytes"),
@@ -135,9 +143,8 @@ def test_an_oversized_base64_source_is_413() -> None:
     ids=[
         "nothing",
         "wrong-name",
-        "two-files",
-        "file-and-source",
-        "two-sources",
+        "17-files",
+        "17-sources",
         "bad-base64",
         "url-off",
         "long-field",
@@ -229,8 +236,7 @@ def test_urlencoded_oversized_base64_source_is_413() -> None:
         ([("conf", "0.5")], "Missing 'source'"),
         ([("source", "not base64!")], "Invalid 'source'"),
         ([("file", "x")], "send the image as multipart field 'file'"),
-        ([("source", "eA=="), ("source", "eA==")], "one image"),
-        ([("source", "eA=="), ("file", "x")], "one image"),
+        ([("source", "eA=="), ("file", "x")], "send the image as multipart field 'file'"),
         ([("source", "http://127.0.0.1/x.jpg")], "URL sources are disabled"),
         ([("source", "eA=="), ("conf", "1" * 300)], "longer than 256 bytes"),
         ([("source", "eA=="), *((f"f{i}", "1") for i in range(MAX_FIELDS))], "Too many fields"),
@@ -240,7 +246,6 @@ def test_urlencoded_oversized_base64_source_is_413() -> None:
         "no-source",
         "bad-base64",
         "file",
-        "two-sources",
         "source-and-file",
         "url-off",
         "long-field",
@@ -251,3 +256,50 @@ def test_malformed_urlencoded_forms_are_400(fields: list[tuple[str, str]], needl
     got = form_error(fields)
     assert got.status == 400
     assert needle in got.message
+
+
+# -- several images, and video ---------------------------------------------------------------
+VIDEO_LIMITS = UploadLimits(LIMIT, video_bytes=4 * LIMIT)
+
+
+def test_several_images_come_in_the_order_sent() -> None:
+    got = upload(
+        part("file", b"one", "a.jpg"),
+        part("source", base64.b64encode(b"two")),
+        part("file", b"three"),  # no filename: a text field
+        part("conf", b"0.5"),
+    )
+    assert got.images == [b"one", b"two", b"three"] and got.video is None
+    assert got.fields == {"conf": ["0.5"]}
+
+
+def test_all_the_images_together_are_within_the_image_limit() -> None:
+    half = b"x" * (LIMIT // 2 + 1)
+    assert error(part("file", half, "a.jpg"), part("file", half, "b.jpg")).status == 413
+
+
+def test_a_video_is_kept_as_its_spooled_file_up_to_the_video_limit() -> None:
+    video = bus_video("mkv", frames=3, size=(160, 120))
+    big = video + b"\0" * (2 * LIMIT)  # over the image limit, within the video limit
+    got = upload(part("file", big, "v.mkv"), part("vid_stride", b"2"), limits=VIDEO_LIMITS)
+    assert got.images == [] and got.video is not None
+    assert got.video.read() == big
+    asyncio.run(got.close())
+
+
+def test_a_video_comes_alone_within_its_limit() -> None:
+    video = bus_video("mp4", frames=2, size=(160, 120))
+    mixed = error(part("file", b"x", "a.jpg"), part("file", video, "v.mp4"), limits=VIDEO_LIMITS)
+    assert mixed.status == 400 and "one video per request" in mixed.message
+    huge = error(part("file", video + b"\0" * (4 * LIMIT), "v.mp4"), limits=VIDEO_LIMITS)
+    assert huge.status == 413
+
+
+def test_a_route_without_video_says_where_video_goes() -> None:
+    video = bus_video("mp4", frames=2, size=(160, 120))
+    refused = error(part("file", video, "v.mp4"))
+    assert refused.status == 400 and "dedicated endpoints" in refused.message
+    as_text = error(part("source", base64.b64encode(video)))
+    assert as_text.status == 400 and "dedicated endpoints" in as_text.message
+    on_video_route = error(part("source", base64.b64encode(video)), limits=VIDEO_LIMITS)
+    assert "not as text" in on_video_route.message
