@@ -60,10 +60,61 @@ def main(argv: list[str] | None = None) -> int:
     )
     fetch = sub.add_parser("weights", help="fetch and verify the registry's weights")
     fetch.add_argument("models", nargs="*")
+    predict = sub.add_parser(
+        "predict",
+        help="send images and videos to a predict route, one file a request; results as JSONL",
+        description="Send each image (and, to a dedicated endpoint, each video) to a predict "
+        "route and write one JSON line per image or video frame. Runs again resume: paths "
+        "already done in --out are skipped, failed ones are sent again.",
+    )
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="files, and folders to walk")
+    predict.add_argument("--url", help="the server, e.g. http://localhost:8000")
+    predict.add_argument(
+        "--key", help="API key (default $YOLO_ENDPOINTS_KEY, which keeps it out of `ps`)"
+    )
+    route = predict.add_mutually_exclusive_group(required=True)
+    route.add_argument("--model", metavar="ID", help="the shared route /api/models/ID/predict")
+    route.add_argument(
+        "--endpoint",
+        metavar="NAME",
+        help="a dedicated endpoint: /endpoints/NAME/predict, or a full endpoint URL",
+    )
+    predict.add_argument("--out", default="results.jsonl", help="JSONL output, or - for stdout")
+    predict.add_argument(
+        "--annotated", metavar="DIR", help="also draw each image's results into DIR/<path>.jpg"
+    )
+    predict.add_argument(
+        "--concurrency", type=int, default=4, metavar="N", help="requests at once (default 4)"
+    )
+    predict.add_argument("--conf", type=float, help="confidence threshold (server default 0.25)")
+    predict.add_argument("--iou", type=float, help="NMS IoU threshold (server default 0.7)")
+    predict.add_argument("--imgsz", type=int, help="inference size (server default 640)")
+    predict.add_argument("--vid-stride", type=int, metavar="N", help="videos: every N-th frame")
+    predict.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        metavar="N",
+        help="retries of a file after 5xx or connection errors (default 5); 429s are waited out",
+    )
+    predict.add_argument(
+        "--timeout",
+        type=float,
+        default=300.0,
+        metavar="S",
+        help="seconds to wait for an answer (default 300)",
+    )
+    predict.add_argument(
+        "--progress", action="store_true", help="show the progress bar even when not on a TTY"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "weights":
         return weights.main(args.models)
+    if args.command == "predict":
+        from shared import batch_client
+
+        return batch_client.main(args, predict.error)
     path = keys_file(args.keys_file)
     if args.command == "serve":
         from shared.serve_main import serve
