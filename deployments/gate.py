@@ -12,6 +12,11 @@ Counting comes before the model check, so 404s count too (model IDs cannot be pr
 than the limit). The admission's headers (`X-RateLimit-*`) go on every response of the route
 after that, errors included.
 
+A key the limiter has refused is answered 429 by the ingress replica itself until the limiter's
+"retry in" has passed: rejected requests are not counted, so nothing can admit the key before
+then and the answer is exact (a spent key hammering the service costs no limiter round trip).
+The deadline is taken from when the refused call was sent, so it never outlasts the limiter's.
+
 When the limiter is unavailable (its replica dead or restarting, its app not deployed, or no
 answer within `timeout_s`) the gate FAILS OPEN: the request is admitted uncounted and a warning
 is logged (at most one per `WARN_EVERY_S` per ingress replica, with a count; never key
@@ -25,8 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
@@ -39,6 +45,7 @@ from shared.ratelimit import Decision
 logger = logging.getLogger("ray.serve")
 
 WARN_EVERY_S = 10.0
+MAX_REFUSED_KEYS = 100_000  # refusals remembered per ingress replica (expired ones go first)
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,22 @@ ACCOUNT_ROUTE = RouteRules(default_limit=False, checks_model=False)
 # `GET` and `POST /api/deployments/{owner}`: the owner's deployments name no model (the list
 # filters by the key's models instead); management is no prediction, so uncounted by default.
 DEPLOYMENTS_ROUTE = RouteRules(default_limit=False, checks_model=False)
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The limiter's last refusal of a key, good until `until` (this process's clock)."""
+
+    until: float
+    refusal: Decision
+
+    def decision(self, limit: int, now: float) -> Decision | None:
+        """The refusal as of `now`, or None once it has run out (or the key's limit changed)."""
+        left = self.until - now
+        if left <= 0 or limit != self.refusal.limit:
+            return None
+        wait = max(1, math.ceil(left))
+        return replace(self.refusal, reset_s=wait, retry_after_s=wait, wait_s=left)
 
 
 @dataclass(frozen=True)
@@ -102,6 +125,7 @@ class Gate:
         self._answered = False
         self._failed_open = 0
         self._last_warning = -WARN_EVERY_S
+        self._refused: dict[str, Refused] = {}  # key id -> until when the limiter refuses it
 
     def limit_for(self, key: KeyRecord, rules: RouteRules) -> int | None:
         """Requests per window this key may make on a route with these rules (None: unlimited)."""
@@ -148,12 +172,27 @@ class Gate:
             return {}
         if self.limiter is None:
             return {"X-RateLimit-Limit": str(limit)}  # nobody to count with: as if it were down
+        refused = self._refused.get(key.id)
+        if refused is not None and cost == 1 and not held:
+            local = refused.decision(limit, time.monotonic())
+            if local is not None:
+                raise ApiError(429, _refusal(local, cost), local.headers())
+        asked_at = time.monotonic()
         decision = await self._ask(key, limit, held, cost)
         if decision is None:
             return {"X-RateLimit-Limit": str(limit)}
         if not decision.allowed:
+            if cost == 1 and not held:  # a refusal of several may leave room for one
+                self._remember(key.id, Refused(asked_at + decision.wait_s, decision))
             raise ApiError(429, _refusal(decision, cost), decision.headers())
         return decision.headers()
+
+    def _remember(self, key_id: str, refused: Refused) -> None:
+        if len(self._refused) >= MAX_REFUSED_KEYS:
+            now = time.monotonic()
+            self._refused = {k: r for k, r in self._refused.items() if r.until > now}
+        if len(self._refused) < MAX_REFUSED_KEYS:
+            self._refused[key_id] = refused
 
     async def _ask(self, key: KeyRecord, limit: int, held: int, cost: int) -> Decision | None:
         """The limiter's decision, or None when it cannot give one in time (fail open)."""

@@ -33,6 +33,8 @@ class Decision:
     reset_s: int
     retry_after_s: int  # 0 when allowed
     window_s: float = 60.0  # the window these counts are over, for the 429's message
+    # Refused: the exact seconds until `cost` more fit (retry_after_s is this rounded up).
+    wait_s: float = 0.0
 
     def headers(self) -> dict[str, str]:
         headers = {
@@ -84,8 +86,9 @@ class SlidingWindow:
             return Decision(False, limit, remaining, wait, wait, window)
         # With n counted, `cost` more fit once the (n + cost - limit) oldest have expired.
         # n > limit only happens after a key's limit was lowered while it had traffic.
-        wait = _whole_seconds(log[len(log) + cost - limit - 1] + window - now)
-        return Decision(False, limit, remaining, wait, wait, window)
+        exact = log[len(log) + cost - limit - 1] + window - now
+        wait = _whole_seconds(exact)
+        return Decision(False, limit, remaining, wait, wait, window, exact)
 
     def top_up(self, key: str, now: float, limit: int | None, held: int, cost: int) -> Decision:
         """Turn the `held` requests `key` counted last into `cost`: all of them or, refused,

@@ -9,6 +9,7 @@ route counts by default. The limiter is a real SlidingWindow behind a stand-in f
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,38 @@ def test_images_on_an_uncounted_route_stay_uncounted(store: Path) -> None:
     admission = admit(gate, key, DEDICATED_ROUTE, "yolo26n")
     assert asyncio.run(gate.count_images(admission, 16)) == admission
     assert limiter.calls == 0
+
+
+def test_a_refused_key_is_answered_locally_until_its_retry_after(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate, limiter = gate_for(store)
+    key = keys.create_key(store, "spent")
+    assert [status_of(gate, key, SHARED_ROUTE, "yolo26n") for _ in range(DEFAULT)] == [200] * 3
+    with pytest.raises(ApiError) as first:
+        admit(gate, key, SHARED_ROUTE, "yolo26n")
+    calls = limiter.calls
+    now = time.monotonic()
+    # Until the refusal's deadline: 429s with a Retry-After counting down, and no limiter call.
+    monkeypatch.setattr(time, "monotonic", lambda: now + 30.5)
+    with pytest.raises(ApiError) as local:
+        admit(gate, key, SHARED_ROUTE, "yolo26n")
+    assert local.value.status == 429 and limiter.calls == calls
+    assert int(first.value.headers["Retry-After"]) == 60
+    assert local.value.headers["Retry-After"] == "30"  # 60 - 30.5, rounded up
+    assert local.value.headers["X-RateLimit-Remaining"] == "0"
+    # Past it the limiter is asked again (here its own clock has not moved: still refused).
+    monkeypatch.setattr(time, "monotonic", lambda: now + 61)
+    with pytest.raises(ApiError):
+        admit(gate, key, SHARED_ROUTE, "yolo26n")
+    assert limiter.calls == calls + 1
+
+
+def test_a_refusal_of_several_images_is_not_remembered(store: Path) -> None:
+    gate, _ = gate_for(store)
+    key = keys.create_key(store, "images")
+    admit(gate, key, SHARED_ROUTE, "yolo26n")
+    admission = admit(gate, key, SHARED_ROUTE, "yolo26n")
+    with pytest.raises(ApiError):
+        asyncio.run(gate.count_images(admission, 3))  # 3 do not fit beside the first one
+    assert admit(gate, key, SHARED_ROUTE, "yolo26n").headers["X-RateLimit-Remaining"] == "1"
