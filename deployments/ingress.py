@@ -134,6 +134,7 @@ class IngressApp(DeploymentRoutes, PredictRoutes):
             endpoint=self.endpoint_name,
             model=self.public_model,
             max_upload_mb=self.config.max_upload_mb,
+            max_video_mb=self.config.max_video_mb,
         ).routes()
         app = Starlette(
             routes=routes,

@@ -19,7 +19,7 @@ from starlette.routing import Route
 
 from shared.assets import EXAMPLES, example_image
 from shared.errors import ApiError
-from shared.settings import DEFAULT_MAX_UPLOAD_MB
+from shared.settings import DEFAULT_MAX_UPLOAD_MB, DEFAULT_MAX_VIDEO_MB
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -74,7 +74,13 @@ def _static_files() -> dict[str, Path]:
 
 
 def render_page(
-    template: str, *, mode: str, endpoint: str | None, model: str | None, max_upload_mb: float
+    template: str,
+    *,
+    mode: str,
+    endpoint: str | None,
+    model: str | None,
+    max_upload_mb: float,
+    max_video_mb: float = DEFAULT_MAX_VIDEO_MB,
 ) -> str:
     """Fill the page's data attributes: the only per-app values, so the JS needs no inline code."""
     title = f"{endpoint} · Predict · YOLO Endpoints" if endpoint else "Predict · YOLO Endpoints"
@@ -84,6 +90,7 @@ def render_page(
         "__ENDPOINT__": endpoint or "",
         "__MODEL__": model or "",
         "__MAX_MB__": f"{max_upload_mb:g}",
+        "__MAX_VIDEO_MB__": f"{max_video_mb:g}",
         "__FORMATS__": json.dumps(UPLOAD_FORMATS, separators=(",", ":")),
         "__FORMAT_NAMES__": ", ".join(UPLOAD_FORMATS),
     }
@@ -102,6 +109,7 @@ class PredictPages:
         endpoint: str | None = None,
         model: str | None = None,
         max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+        max_video_mb: float = DEFAULT_MAX_VIDEO_MB,
     ):
         self.files = _static_files()
         self.html = render_page(
@@ -110,6 +118,7 @@ class PredictPages:
             endpoint=endpoint,
             model=model,
             max_upload_mb=max_upload_mb,
+            max_video_mb=max_video_mb,
         )
 
     def routes(self) -> list[Route]:

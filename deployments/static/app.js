@@ -29,7 +29,7 @@ const config = {
   model: app.dataset.model,
   maxMb: Number(app.dataset.maxMb),
   formats: JSON.parse(app.dataset.formats),
-  // A page that renders `data-max-video-mb` sets the limit; the service's default otherwise.
+  // The page renders the app's `max_video_mb`; the service's default if it ever does not.
   maxVideoMb: Number(app.dataset.maxVideoMb) || DEFAULT_MAX_VIDEO_MB,
   video: app.dataset.mode === "dedicated", // only dedicated endpoints take video
 };
