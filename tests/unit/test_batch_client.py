@@ -30,7 +30,9 @@ from PIL import Image
 
 from shared import batch_inputs, cli
 from shared.assets import example_image
-from shared.batch_client import VIDEO_ON_SHARED, Throttle, retry_after_s, task_of
+from shared.batch_annotated import task_of
+from shared.batch_client import VIDEO_ON_SHARED
+from shared.batch_http import Throttle, retry_after_s
 from shared.batch_inputs import find_inputs
 
 KEY = "ul_" + "5ec7e7" * 6 + "ab"  # what must never appear in any output
