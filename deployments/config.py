@@ -40,6 +40,8 @@ class CommonArgs(BaseModel):
     max_video_mb: float = Field(DEFAULT_MAX_VIDEO_MB, gt=0, le=1024)
     max_video_frames: int = Field(3000, ge=1)
     video_frames_in_flight: int = Field(8, ge=1, le=64)
+    # Videos one ingress replica decodes at once (one thread each); more get a 503.
+    max_concurrent_videos: int = Field(2, ge=1, le=64)
     num_cpus: float = Field(2, ge=0)  # per model replica; inference threads follow it
     num_gpus: float = Field(0, ge=0)
     # Memory Ray reserves per model replica (its `memory` resource), in GiB; None: none reserved.

@@ -241,6 +241,7 @@ class ControlPlaneApp:
             max_video_mb=shared.max_video_mb,
             max_video_frames=shared.max_video_frames,
             video_frames_in_flight=shared.video_frames_in_flight,
+            max_concurrent_videos=shared.max_concurrent_videos,
             allow_url_sources=shared.allow_url_sources,
             url_timeout_s=shared.url_timeout_s,
             model_timeout_s=shared.model_timeout_s,

@@ -207,8 +207,15 @@ class EdgeGuard:
         self.images = _body_limit(max_upload_bytes)
         self.videos = _body_limit(max(max_video_bytes, max_upload_bytes))
 
-    def limit(self, path: str) -> BodyLimit:
-        return self.videos if VIDEO_ROUTE.match(path) else self.images
+    def limit(self, scope: Scope) -> BodyLimit:
+        """The video cap for a keyed multipart request to a route that takes video: nobody
+        without a key makes the proxy hold a video's bytes."""
+        if not VIDEO_ROUTE.match(scope.get("path", "")):
+            return self.images
+        headers = dict(scope["headers"])
+        keyed = headers.get(b"authorization", b"").lower().startswith(b"bearer ")
+        multipart = headers.get(b"content-type", b"").lower().startswith(b"multipart/form-data")
+        return self.videos if keyed and multipart else self.images
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -222,7 +229,7 @@ class EdgeGuard:
             await _refuse(send, 400, INVALID_FRAMING)
             return
         length, chunked = frame
-        limit = self.limit(scope.get("path", ""))
+        limit = self.limit(scope)
         if length is not None and length > limit.cap:
             await _refuse(send, 413, limit.message)
             return

@@ -6,9 +6,11 @@ It never imports torch: images go to the model deployment as numpy arrays throug
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -119,6 +121,11 @@ class IngressApp(DeploymentRoutes, PredictRoutes):
         )
         self.health_probe = CachedProbe(self._check_health, self.config.health_ttl_s)
         self.limit_bytes = int(self.config.max_upload_mb * MB)
+        # Videos decoding at once in this replica, each in its own thread of this pool.
+        self.video_slots = asyncio.Semaphore(self.config.max_concurrent_videos)
+        self.video_threads = ThreadPoolExecutor(
+            self.config.max_concurrent_videos, thread_name_prefix="video"
+        )
         self.url_sources = UrlSources(self.config.allow_url_sources, self.config.url_timeout_s)
         self.model_handle = CachedHandles(model_handle)  # tests reach stand-ins instead
         self.deployment_probes: dict[str, CachedProbe[Ping]] = {}  # endpoint name -> its probe

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import inspect
+import functools
 import json
 import math
 import threading
@@ -30,6 +30,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+import anyio
 import cv2
 import numpy as np
 from ray.serve.handle import DeploymentHandle
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 # the one being converted to RGB.
 _DECODE_AHEAD = 2
 NO_FRAMES = "Invalid video: no frame could be decoded"
+UNDECLARED_PIXELS = 3840 * 2160  # the frame size a stream that declares none is held to
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ class Entry:
 class OpenVideo:
     reader: VideoReader
     stop: threading.Event  # set: the reader yields no further frame
+    in_flight: int  # its frames at the model at once
 
 
 def _side(spec: ModelSpec) -> str:
@@ -151,9 +154,10 @@ class PredictRoutes:
         timer = PhaseTimer()
         output = negotiate(request.headers.get("accept"))
         upload = await read_upload(request, self._upload_limits(video), self.url_sources)
-        # What holds the upload's resources, released once the answer is sent (by the stream
-        # itself for NDJSON).
-        closing: list[Callable[[], Any]] = [upload.close]
+        # What this answer holds (the spooled upload, a video's reader, its slot and memory),
+        # released once the answer is sent: by the stream itself for NDJSON.
+        resources = contextlib.AsyncExitStack()
+        resources.push_async_callback(upload.close)
         streaming = False
         try:
             params = parse_params(upload.fields, default_imgsz=spec.imgsz or 640)
@@ -162,32 +166,33 @@ class PredictRoutes:
             if upload.video is not None:
                 if output in IMAGE_OUTPUTS:
                     raise ApiError(406, "Annotated output is for images: ask a video for JSON")
-                # Opened (and checked) before any answer starts: a bad video is a 400 even
-                # when the answer would have streamed.
-                reader = await self._open_video(upload.video, params)
-                closing.append(reader.reader.close)
-                frames = self._video_entries(reader, spec, model, params)
-                video_meta = _video_metadata(reader.reader.info, params)
+                # Opened, checked and given its memory before any answer starts: a bad video
+                # is a 400, and no room a 503, even when the answer would have streamed.
+                opened = await self._open_video(upload.video, params, resources)
+                frames = self._video_entries(opened, spec, model, params)
+                video_meta = _video_metadata(opened.reader.info, params)
                 if output == NDJSON:
                     streaming = True
-                    return self._streamed(frames, admission, timer, closing, video_meta)
+                    return await self._streamed(frames, admission, timer, resources, video_meta)
                 return await self._collected(frames, admission, timer, video_meta)
+            if output in IMAGE_OUTPUTS and len(upload.images) > 1:
+                raise ApiError(406, "Annotated output is one image per request")
             admission = await self.gate.count_images(admission, len(upload.images))
             attach_limit_headers(request, admission.headers)
             if output in IMAGE_OUTPUTS:
-                if len(upload.images) > 1:
-                    raise ApiError(406, "Annotated output is one image per request")
-                return await self._annotated(upload.images[0], spec, model, params, output)
-            entries = self._image_entries(upload.images, spec, model, params)
+                image = upload.images[0]
+                return await self._annotated(image, spec, model, params, output, admission)
             if output == NDJSON:
+                entries = self._image_entries(upload.images, spec, model, params)
                 streaming = True
-                return self._streamed(entries, admission, timer, closing)
+                return await self._streamed(entries, admission, timer, resources)
             if len(upload.images) == 1:
                 return await self._single(upload.images[0], spec, model, params, admission, timer)
+            entries = self._image_entries(upload.images, spec, model, params)
             return await self._collected(entries, admission, timer)
         finally:
             if not streaming:
-                await _close(closing)
+                await resources.aclose()
 
     # -- images ---------------------------------------------------------------------------------
     async def _decoded(
@@ -279,30 +284,74 @@ class PredictRoutes:
         model: DeploymentHandle,
         params: PredictParams,
         output: Output,
+        admission: Admission,
     ) -> Response:
-        image = await self._decoded(data, spec, params, full=True)
-        self.metrics.image_decoded(image.format, 0.0)
-        array = await asyncio.to_thread(_reduced_for_model, image.array, spec, params.imgsz)
-        prediction = await model_calls.predict(
-            model, spec.id, array, params, self.config.model_timeout_s
-        )
-        # Drawn in pixels whatever `normalize` asked: the drawing is of this very image.
-        pixels = dataclasses.replace(params, normalize=False)
-        results = shape_results(prediction, image.shape, array.shape[:2], pixels)
-        encoded = await asyncio.to_thread(_draw, image.array, results, prediction["task"], output)
-        return Response(encoded, media_type=output)
+        """Decoded at full size; the model gets it reduced as the JSON path would. The decode's
+        peak is reserved twice over for the whole answer: the image stays alive through the
+        model call, beside its drawn copy and the encoder's."""
+        peak = await asyncio.to_thread(decode_peak_bytes, data, target_side=_side(spec))
+        async with self.decode_budget.reserve(2 * peak):
+            image = await asyncio.to_thread(decode_image, data, target_side=_side(spec))
+            self.metrics.image_decoded(image.format, 0.0)
+            array = await asyncio.to_thread(_reduced_for_model, image.array, spec, params.imgsz)
+            prediction = await model_calls.predict(
+                model, spec.id, array, params, self.config.model_timeout_s
+            )
+            # Drawn in pixels whatever `normalize` asked: the drawing is of this very image.
+            pixels = dataclasses.replace(params, normalize=False)
+            results = shape_results(prediction, image.shape, array.shape[:2], pixels)
+            encoded = await asyncio.to_thread(
+                _draw, image.array, results, prediction["task"], output
+            )
+        return Response(encoded, media_type=output, headers=admission.headers)
 
     # -- video ----------------------------------------------------------------------------------
-    async def _open_video(self: IngressApp, file: BinaryIO, params: PredictParams) -> OpenVideo:
+    async def _open_video(
+        self: IngressApp,
+        file: BinaryIO,
+        params: PredictParams,
+        resources: contextlib.AsyncExitStack,
+    ) -> OpenVideo:
+        """A slot among the replica's `max_concurrent_videos` (none free: a 503 at once), the
+        reader, and the memory of the frames it may hold, all released with `resources`."""
+        if self.video_slots.locked():
+            raise ApiError(
+                503,
+                f"Busy: {self.config.max_concurrent_videos} videos are being processed here; "
+                "retry shortly",
+                {"Retry-After": "5"},
+            )
+        await resources.enter_async_context(self.video_slots)
         stop = threading.Event()
-        reader = await asyncio.to_thread(
-            VideoReader,
-            file,
-            stride=params.vid_stride,
-            max_frames=self.config.max_video_frames,
-            stop=stop,
+        reader = await self._in_video_thread(
+            functools.partial(
+                VideoReader,
+                file,
+                stride=params.vid_stride,
+                max_frames=self.config.max_video_frames,
+                stop=stop,
+            )
         )
-        return OpenVideo(reader, stop)
+        resources.push_async_callback(self._in_video_thread, reader.close)
+        resources.callback(stop.set)  # first: a decode running then ends at its next packet
+        info = reader.info
+        # Frames are held to the size the stream declares (larger ones are a 400), so the
+        # memory reserved here is what they take; a stream that declares none is held to 4K.
+        reader.max_pixels = min(reader.max_pixels, info.width * info.height or UNDECLARED_PIXELS)
+        frame_bytes = reader.max_pixels * 3
+        # Up to video_frames_in_flight at the model, fewer for large frames: a video takes at
+        # most a quarter of the replica's decode budget.
+        share = self.decode_budget.total // 4 // frame_bytes - _DECODE_AHEAD
+        in_flight = max(1, min(self.config.video_frames_in_flight, share))
+        await resources.enter_async_context(
+            self.decode_budget.reserve((in_flight + _DECODE_AHEAD) * frame_bytes)
+        )
+        return OpenVideo(reader, stop, in_flight)
+
+    async def _in_video_thread(self: IngressApp, call: Callable[[], Any]) -> Any:
+        # The replica's own small pool (one thread per video slot): decoding a video never
+        # takes the threads image decodes run in.
+        return await asyncio.get_running_loop().run_in_executor(self.video_threads, call)
 
     async def _video_entries(
         self: IngressApp,
@@ -311,41 +360,27 @@ class PredictRoutes:
         model: DeploymentHandle,
         params: PredictParams,
     ) -> AsyncIterator[tuple[Entry, Prediction]]:
-        """Each processed frame's entry, in order, with at most `video_frames_in_flight`
-        frames at the model and one being decoded."""
-        frames = iter(video.reader)
-        in_flight = self.config.video_frames_in_flight
-        # The declared size (a stream may declare none: then a 1080p frame's). A frame that
-        # turns out larger is still bounded by the reader's pixel limit.
-        pixels = video.reader.info.width * video.reader.info.height or 1920 * 1080
-        frame_bytes = pixels * 3
+        """Each processed frame's entry, in order, with at most `video.in_flight` frames at
+        the model and one being decoded. The reader's lock keeps a cancelled request from
+        closing it under a running decode."""
         pending: deque[asyncio.Future[tuple[Entry, Prediction]]] = deque()
-        reading: asyncio.Future[VideoFrame | None] | None = None
         try:
-            async with self.decode_budget.reserve((in_flight + _DECODE_AHEAD) * frame_bytes):
-                while True:
-                    reading = asyncio.ensure_future(asyncio.to_thread(next, frames, None))
-                    frame = await reading
-                    reading = None
-                    if frame is None:
-                        break
-                    self.metrics.video_frame()
-                    pending.append(
-                        asyncio.ensure_future(self._frame_prediction(frame, spec, model, params))
-                    )
-                    if len(pending) >= in_flight:
-                        yield await pending.popleft()
-                while pending:
+            while True:
+                frame = await self._in_video_thread(video.reader.next_frame)
+                if frame is None:
+                    break
+                self.metrics.video_frame()
+                pending.append(
+                    asyncio.ensure_future(self._frame_prediction(frame, spec, model, params))
+                )
+                if len(pending) >= video.in_flight:
                     yield await pending.popleft()
+            while pending:
+                yield await pending.popleft()
         finally:
             video.stop.set()
             for task in pending:
                 task.cancel()
-            if reading is not None:
-                # The worker thread finishes its frame and sees `stop`; FFmpeg's state is
-                # released (reader.close) only after that, never under a running decode.
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(reading)
 
     async def _frame_prediction(
         self: IngressApp,
@@ -382,48 +417,40 @@ class PredictRoutes:
         response.headers["Server-Timing"] = timer.header()
         return response
 
-    def _streamed(
+    async def _streamed(
         self: IngressApp,
         entries: AsyncIterator[tuple[Entry, Prediction]],
         admission: Admission,
         timer: PhaseTimer,
-        closing: list[Callable[[], Any]],
+        resources: contextlib.AsyncExitStack,
         video: dict[str, Any] | None = None,
     ) -> Response:
-        """One line per entry as each is ready, then `{"metadata": ...}`; a failure midway
-        (the status is sent by then) is a last line `{"error": ...}`. A client that leaves
-        ends the generator, and with it the decoding."""
+        """One line per entry as each is ready, then `{"metadata": ...}`. The first entry is
+        awaited before the answer starts, so a request that fails at once gets its real
+        status; a failure midway (the 200 is sent by then) is a last line `{"error": ...}`.
+        A client that leaves ends the generator, and with it the decoding."""
+        try:
+            first_entry, first = await anext(entries)
+        except StopAsyncIteration:
+            raise ApiError(400, NO_FRAMES) from None
 
         async def lines() -> AsyncIterator[bytes]:
-            count = 0
-            first: Prediction | None = None
+            count = 1
             try:
-                async for entry, prediction in entries:
+                yield _line(first_entry.wire())
+                async for entry, _ in entries:
                     count += 1
-                    first = first or prediction
                     yield _line(entry.wire())
-                if first is None:
-                    yield _line({"error": NO_FRAMES})
-                    return
                 yield _line({"metadata": _metadata(first, count, timer.elapsed(), video)})
             except ApiError as exc:
                 yield _line({"error": exc.message})
             finally:
-                await entries.aclose()
-                await _close(closing)
+                # Starlette cancels a stream whose client left: the releases must still run.
+                with anyio.CancelScope(shield=True):
+                    await entries.aclose()
+                    await resources.aclose()
 
         return StreamingResponse(lines(), media_type=NDJSON, headers=admission.headers)
-
-
-async def _close(closing: list[Callable[[], Any]]) -> None:
-    """Release in reverse order of taking; a video reader's close runs in a thread (FFmpeg)."""
-    for close in reversed(closing):
-        result = await asyncio.to_thread(close) if not _is_async(close) else await close()
-        del result
-
-
-def _is_async(function: Callable[[], Any]) -> bool:
-    return inspect.iscoroutinefunction(function)
 
 
 def _line(body: dict[str, Any]) -> bytes:

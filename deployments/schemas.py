@@ -159,8 +159,8 @@ class VideoDescription(Wire):
 
     container: str = Field(description="FFmpeg's name for the container format")
     codec: str = Field(description="FFmpeg's name for the video codec")
-    width: PositiveInt
-    height: PositiveInt
+    width: NonNegativeInt = Field(description="As the stream declares it (0: not declared)")
+    height: NonNegativeInt = Field(description="As the stream declares it (0: not declared)")
     fps: NonNegativeFloat | None = Field(description="Average frame rate, when known")
     vidStride: PositiveInt = Field(description="Every vid_stride-th frame was processed")
 
@@ -610,8 +610,8 @@ _SOURCE = (
 )
 
 
-def _exactly_one_image(schema: dict[str, Any]) -> None:
-    schema["oneOf"] = [{"required": ["file"]}, {"required": ["source"]}]
+def _an_image(schema: dict[str, Any]) -> None:
+    schema["anyOf"] = [{"required": ["file"]}, {"required": ["source"]}]
 
 
 class PredictForm(PredictParameters):
@@ -619,7 +619,7 @@ class PredictForm(PredictParameters):
     repeated for up to 16 images in one request (all of them within the upload limit), each
     its own `images[]` entry, in order; on the shared service each counts as one request."""
 
-    model_config = ConfigDict(json_schema_extra=_exactly_one_image)
+    model_config = ConfigDict(json_schema_extra=_an_image)
     file: bytes | MISSING = Field(
         MISSING,
         description="The image (JPEG, PNG, WebP, AVIF, HEIC, JP2, TIFF, BMP, DNG, MPO), at most "
@@ -630,9 +630,9 @@ class PredictForm(PredictParameters):
     source: str | MISSING = Field(MISSING, description=_SOURCE, examples=[EXAMPLE_SOURCE])
 
     @model_validator(mode="after")
-    def _one_image(self) -> PredictForm:
-        if (self.file is MISSING) == (self.source is MISSING):
-            raise ValueError("exactly one of 'file' or 'source'")
+    def _an_image(self) -> PredictForm:
+        if self.file is MISSING and self.source is MISSING:
+            raise ValueError("'file' or 'source'")
         return self
 
 

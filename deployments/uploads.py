@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import dataclasses
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -88,22 +89,41 @@ def too_large(limit: int) -> ApiError:
 
 
 class _BoundedParser(MultiPartParser):
-    """Keeps the upload in memory and stops at the first file byte past the limit."""
+    """Keeps the upload in memory (a file past 16 MB on disk) and stops at the first byte past
+    a limit: every file together within `file_limit`, and every part but the largest (which
+    may be a video) within the images' cap, so several images never take a video's room."""
 
-    # The file is at most the limit; don't spool to disk past Starlette's default of 1 MB.
     spool_max_size = 16 * 1024 * 1024
 
-    def __init__(self, *args, file_limit: int, **kwargs) -> None:
+    def __init__(self, *args, file_limit: int, image_limit: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.file_limit = file_limit
+        self.image_limit = image_limit
+        self.others_limit = body_cap(image_limit)  # base64 `source` fields are 4/3
         self.file_bytes = 0
+        self.total = 0  # bytes of every part so far
+        self.part = 0  # of the current part
+        self.largest = 0  # the largest finished part
+
+    def on_part_begin(self) -> None:
+        self.part = 0
+        super().on_part_begin()
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        size = end - start
+        self.part += size
+        self.total += size
         if self._current_part.file is not None:
-            self.file_bytes += end - start
+            self.file_bytes += size
             if self.file_bytes > self.file_limit:
                 raise too_large(self.file_limit)
+        if self.total - max(self.largest, self.part) > self.others_limit:
+            raise too_large(self.image_limit)
         super().on_part_data(data, start, end)
+
+    def on_part_end(self) -> None:
+        self.largest = max(self.largest, self.part)
+        super().on_part_end()
 
 
 async def _bounded(
@@ -182,6 +202,7 @@ async def _parse_form(
             max_fields=MAX_FIELDS,
             max_part_size=cap,
             file_limit=limits.body_limit(),
+            image_limit=limits.image_bytes,
         )
     try:
         return await parser.parse()
@@ -285,6 +306,8 @@ async def read_upload(
     limits = limits if isinstance(limits, UploadLimits) else UploadLimits(limits)
     urls = urls or UrlSources()
     media_type = _media_type(request)
+    if media_type == URLENCODED:  # text: images only, never a video
+        limits = dataclasses.replace(limits, video_bytes=None)
     cap = limits.body_cap()
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > cap:

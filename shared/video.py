@@ -192,7 +192,9 @@ class VideoReader:
     when a frame is over `max_pixels`, when frame `max_frames` + 1 would be yielded, or when
     no frame decodes at all; it ends early, quietly, once `stop` is set. `threads` is the
     decoder's. `close()` (or leaving the `with` block) frees FFmpeg's resources. Iterate and
-    close in one thread; another thread ends the frames by setting `stop`.
+    close in one thread, or use `next_frame()`, which any thread may call: it and `close()`
+    take one lock, so FFmpeg's state is never freed under a running decode (that crashes the
+    process). Another thread ends the frames by setting `stop`.
     """
 
     def __init__(
@@ -214,16 +216,18 @@ class VideoReader:
         self._iterated = False
         self._own_file: BinaryIO | None = None
         self._container: av.container.InputContainer | None = None
+        self._lock = threading.Lock()
+        self._next: Iterator[VideoFrame] | None = None
         if isinstance(source, str | os.PathLike):
             # Opened here, not by FFmpeg: a name is never taken for a URL or a protocol.
             self._own_file = source = open(Path(source), "rb")  # noqa: SIM115 (closed by close)
         try:
             self._stream = self._open(source, threads)
         except ApiError:
-            self.close()
+            self._close()
             raise
         except _AV_ERRORS as exc:
-            self.close()
+            self._close()
             raise bad_request(INVALID) from exc
 
     def _open(self, source: BinaryIO, threads: int) -> av.video.stream.VideoStream:
@@ -299,6 +303,15 @@ class VideoReader:
         if decoded == 0:
             raise bad_request(INVALID)
 
+    def next_frame(self) -> VideoFrame | None:
+        """The next frame, or None at the end (or once closed)."""
+        with self._lock:
+            if self._container is None:
+                return None
+            if self._next is None:
+                self._next = iter(self)
+            return next(self._next, None)
+
     def _stopped(self) -> bool:
         return self._stop is not None and self._stop.is_set()
 
@@ -310,6 +323,13 @@ class VideoReader:
         return round(max(seconds, 0.0), 3)
 
     def close(self) -> None:
+        with self._lock:
+            if self._next is not None:
+                self._next.close()  # FFmpeg objects in its frames are dropped while it is alive
+                self._next = None
+            self._close()
+
+    def _close(self) -> None:
         if self._container is not None:
             self._container.close()
             self._container = None

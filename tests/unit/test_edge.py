@@ -144,13 +144,29 @@ def test_a_declared_length_over_the_cap_is_refused_unread() -> None:
 )
 def test_routes_that_take_video_get_the_video_cap(path: str, video: bool) -> None:
     body = b"x" * (CAP + 1)  # over the image cap, within the video cap
-    scope = {**http_scope({"content-length": str(len(body))}), "path": path}
+    keyed = {"authorization": "Bearer ul_x", "content-type": "multipart/form-data; boundary=b"}
+    scope = {**http_scope({**keyed, "content-length": str(len(body))}), "path": path}
     client = run(App(), scope, Client([{"type": "http.request", "body": body}]))
     assert client.status == (200 if video else 413)
-    over = {**http_scope({"content-length": str(body_cap(4 * LIMIT) + 1)}), "path": path}
+    length = str(body_cap(4 * LIMIT) + 1)
+    over = {**http_scope({**keyed, "content-length": length}), "path": path}
     refused = run(App(), over, Client(endless()))
     assert refused.status == 413
     assert refused.json()["error"].endswith("4 MB" if video else "1 MB")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"content-type": "multipart/form-data; boundary=b"},  # no key
+        {"authorization": "Bearer ul_x", "content-type": "application/x-www-form-urlencoded"},
+    ],
+)
+def test_the_video_cap_needs_a_key_and_multipart(headers: dict[str, str]) -> None:
+    body = b"x" * (CAP + 1)
+    scope = {**http_scope({**headers, "content-length": str(len(body))})}
+    scope["path"] = "/endpoints/yolo26n/predict"
+    assert run(App(), scope, Client([{"type": "http.request", "body": body}])).status == 413
 
 
 @pytest.mark.parametrize(
@@ -377,7 +393,7 @@ def test_the_callback_reads_the_limit_from_the_environment(monkeypatch) -> None:
     monkeypatch.setenv("YOLO_MAX_UPLOAD_MB", "2")
     (middleware,) = middlewares()
     guard = middleware.cls(App(), *middleware.args, **middleware.kwargs)
-    assert guard.limit("/api/models/yolo11n/predict").cap == body_cap(2 * MB)
+    assert guard.limit(http_scope()).cap == body_cap(2 * MB)
 
 
 def test_local_clusters_and_kubernetes_pods_install_the_guard(monkeypatch) -> None:

@@ -7,6 +7,7 @@ the real model (each entry equal to its single-image answer) is in tests/test_vi
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 
@@ -15,7 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from deployments.config import EndpointArgs
+from deployments.ingress import IngressApp
 from shared.assets import example_image
+from tests.fakes import FakeModel
 from tests.samples import rotated_with_exif
 from tests.unit import test_ingress_routes as routes
 from tests.unit.test_ingress_routes import (
@@ -23,6 +27,7 @@ from tests.unit.test_ingress_routes import (
     PREFIX,
     assert_error,
     auth,
+    client_for,
     dedicated_app,
     shared_app,
 )
@@ -191,3 +196,38 @@ def test_an_annotated_image_keeps_the_upright_orientation(store, key) -> None:
     r = client.post(DEDICATED, headers={**auth(key), "Accept": "image/png"}, files=files(rotated))
     assert r.status_code == 200, r.text
     assert Image.open(io.BytesIO(r.content)).size == (810, 1080)
+
+
+def test_an_annotated_answer_carries_the_limit_headers(store, key, bus) -> None:
+    client, _ = shared_app(store)
+    r = client.post(SHARED, headers={**auth(key), "Accept": "image/jpeg"}, files=files(bus))
+    assert r.status_code == 200 and r.headers["X-RateLimit-Remaining"] == str(LIMIT - 1)
+
+
+def test_a_406_for_several_annotated_images_counts_nothing(store, key, bus) -> None:
+    client, model = shared_app(store)
+    refused = client.post(
+        SHARED, headers={**auth(key), "Accept": "image/jpeg"}, files=files(bus, bus)
+    )
+    assert_error(refused, 406, "one image")
+    # The admission's own count stays (as for any 4xx after it), the second image's does not.
+    r = client.post(SHARED, headers=auth(key), files=files(bus))
+    assert r.headers["X-RateLimit-Remaining"] == str(LIMIT - 2) and len(model.seen) == 1
+
+
+def test_ndjson_that_fails_at_once_gets_its_real_status(store, key) -> None:
+    client, _ = dedicated_app(store)
+    ndjson = {**auth(key), "Accept": "application/x-ndjson"}
+    r = client.post(DEDICATED, headers=ndjson, files=files(b"not an image at all"))
+    assert_error(r, 400, "Invalid image")
+
+
+def test_videos_past_the_replicas_slots_are_a_503(store, key) -> None:
+    config = EndpointArgs(name="yolo26n", model="yolo26n", keys_file=str(store), limiter_app=None)
+    ingress = IngressApp(FakeModel(), config)  # type: ignore[arg-type]
+    ingress.video_slots = asyncio.Semaphore(0)  # every slot taken
+    client = client_for(ingress, root_path=PREFIX)
+    video = bus_video("mp4", frames=2, size=(160, 120))
+    r = client.post(DEDICATED, headers=auth(key), files={"file": ("v.mp4", video)})
+    assert_error(r, 503, "videos are being processed")
+    assert r.headers["Retry-After"] == "5"

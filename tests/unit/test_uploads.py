@@ -303,3 +303,12 @@ def test_a_route_without_video_says_where_video_goes() -> None:
     assert as_text.status == 400 and "dedicated endpoints" in as_text.message
     on_video_route = error(part("source", base64.b64encode(video)), limits=VIDEO_LIMITS)
     assert "not as text" in on_video_route.message
+
+
+def test_several_images_on_a_video_route_stop_at_the_image_limit_while_read() -> None:
+    third = b"x" * (LIMIT // 3 * 2)
+    parts = [part("file", third, f"{i}.jpg") for i in range(5)]
+    data = body(*parts)
+    result, stream = read(chunked(data), length=len(data), limits=VIDEO_LIMITS)
+    assert isinstance(result, ApiError) and result.status == 413
+    assert stream.taken < 3 * LIMIT  # cut off once the smaller parts passed the image cap

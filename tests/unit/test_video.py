@@ -346,3 +346,27 @@ def test_corruptions_give_frames_or_a_400(container: str) -> None:
     count = FUZZ_CASES.get(container, FUZZ_CASES_OTHERS)
     for name, data in corruptions(video(container), count, seed=3):
         frames_or_400(data, f"{container} {name}")
+
+
+def test_close_waits_for_a_decode_running_in_another_thread() -> None:
+    # A cancelled request closes its reader from one thread while another decodes: the lock
+    # makes the close wait (freeing FFmpeg's state under a decode crashes the process).
+    import threading as _threading
+
+    data = bus_video("mkv", frames=120, fps=25, size=(320, 240))
+    reader = VideoReader(io.BytesIO(data), stride=60)  # one next_frame decodes 60 frames
+    assert reader.next_frame() is not None
+    started = _threading.Event()
+    result: list[object] = []
+
+    def decode() -> None:
+        started.set()
+        result.append(reader.next_frame())
+
+    worker = _threading.Thread(target=decode)
+    worker.start()
+    started.wait()
+    reader.close()
+    worker.join(timeout=60)
+    assert not worker.is_alive() and len(result) == 1
+    assert reader.next_frame() is None  # closed: nothing more, and no crash
