@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -49,6 +50,7 @@ class LevelResult:
     errors: int = 0
     wall_s: float = 0.0
     first_error: str | None = None
+    statuses: Counter[str] = field(default_factory=Counter)  # answers by HTTP status (or error)
 
 
 async def _client(
@@ -59,6 +61,7 @@ async def _client(
     offset: int,
     deadline: float,
     result: LevelResult | None,
+    ok_status: int = 200,
 ) -> None:
     i = offset
     while time.perf_counter() < deadline:
@@ -70,13 +73,14 @@ async def _client(
                 url, data=upload.body, headers={**headers, "Content-Type": upload.content_type}
             ) as response:
                 await response.read()
-                ok = response.status == 200
+                ok = response.status == ok_status
                 status = f"HTTP {response.status}"
         except aiohttp.ClientError as exc:
             ok, status = False, type(exc).__name__
         elapsed = time.perf_counter() - started
         if result is None:
             continue
+        result.statuses[status] += 1
         if ok:
             result.latencies_s.append(elapsed)
         else:
@@ -91,8 +95,12 @@ async def run_level(
     concurrency: int,
     duration_s: float,
     warmup_s: float,
+    ok_status: int = 200,
 ) -> LevelResult:
     """Warm up (queues filled, connections open), then measure `duration_s`.
+
+    Answers with `ok_status` (200 unless measuring how fast errors come back) are timed; any
+    other is counted as an error. `statuses` counts every answer by status.
 
     The measured wall time runs until the last request started before the deadline has
     answered: the server stays saturated while those drain, so images/s is not diluted.
@@ -113,7 +121,7 @@ async def run_level(
         deadline = started + duration_s
         await asyncio.gather(
             *(
-                _client(session, url, headers, uploads, i, deadline, result)
+                _client(session, url, headers, uploads, i, deadline, result, ok_status)
                 for i in range(concurrency)
             )
         )

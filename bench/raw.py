@@ -1,4 +1,4 @@
-"""The floor: Ultralytics `predict` in one process, no server, one image after another.
+"""One stream: Ultralytics `predict` in one process, no server, one image after another.
 
 Runs as a child of the benchmark (so its CPU and memory are measured like a server's) and
 takes commands on stdin, one JSON object per line, answering each with one JSON line:
@@ -10,7 +10,8 @@ takes commands on stdin, one JSON object per line, answering each with one JSON 
 - `{"cmd": "quit"}`.
 
 Torch uses every core (Ultralytics would otherwise pin it to one thread via OMP_NUM_THREADS),
-so the floor is the fastest a single stream of `predict` calls goes on this machine.
+so this is the fastest a single stream of `predict` calls goes on this machine (bench/floor.py
+is the machine's floor: one one-thread process per core, as the replicas run).
 """
 
 from __future__ import annotations

@@ -63,6 +63,7 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {row['target']} | {row['value']:.3f} | {row['bound']} | {met} "
                 f"| {row['detail']} |"
             )
+    lines += floor_table(report.get("served/floor") or {}, median)
     sections = (
         ("Large photos", "large photos"),
         ("Notes", "notes"),
@@ -73,6 +74,33 @@ def markdown(report: dict[str, Any]) -> str:
             lines += ["", f"## {title}", ""]
             lines += [f"- {k}: {v}" for k, v in report[key].items()]
     return "\n".join(lines) + "\n"
+
+
+def floor_table(ratios: dict[str, dict[str, Any]], median: dict[str, Any]) -> list[str]:
+    """served/floor throughput per route and level, as markdown lines (none without a floor)."""
+    if not ratios:
+        return []
+    floor = next(iter(median.get("floor", {}).items()), None)
+    levels = sorted({int(c) for row in ratios.values() for c in row["levels"]})
+    lines = ["", "## Served / floor", ""]
+    if floor:
+        streams, row = floor
+        lines += [
+            f"Floor: {row['images_per_s']:.2f} img/s from {streams} processes, p50 "
+            f"{row['p50_ms']:.1f} ms per image (no serving; bench/floor.py).",
+            "",
+        ]
+    lines.append("| route | " + " | ".join(f"c={c}" for c in levels) + " | best |")
+    lines.append("|---|" + "---:|" * (len(levels) + 1))
+    for route, row in ratios.items():
+        by_level = {int(c): v for c, v in row["levels"].items()}
+        cells = [f"{by_level[c]:.2f}" if c in by_level else "-" for c in levels]
+        best = row["best"]
+        cells.append(
+            f"{best['ratio']:.2f} (c={best['concurrency']}, {best['images_per_s']:.2f} img/s)"
+        )
+        lines.append(f"| {route} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(results: dict[str, dict[int, dict[str, Any]]], path: Path, title: str) -> None:

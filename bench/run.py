@@ -6,6 +6,9 @@
 Measured, on the same images (bus.jpg, zidane.jpg, alternating) and model:
 - `raw`: Ultralytics `predict(path)` in one process, one image after another (decode included);
   `raw-arrays` is the same on pre-decoded arrays (the model's work alone);
+- `floor`: no serving at all: one process per core (--floor-procs), each loading the model as a
+  one-CPU replica does (bench/floor.py: the default backend, one inference thread), decoding the
+  JPEG's bytes with OpenCV and running `predict`, closed loop; images/s summed over processes;
 - `plain`: bench/plain_server.py (FastAPI + uvicorn, one process) over HTTP;
 - `shared`: POST /api/models/{model}/predict, and `dedicated`: POST /endpoints/{model}/predict,
   on a Ray cluster of our own (port block --port-base) running serve_config.yaml with the
@@ -38,15 +41,29 @@ import yaml
 
 from bench import large_photos, load, report
 from bench.procmon import TreeMonitor
-from bench.servers import BENCH_OVERRIDES, PlainServer, RawWorker, RayServe, machine_load
-from bench.stats import evaluate_targets, median_of_runs, summarize_level
+from bench.servers import (
+    BENCH_OVERRIDES,
+    FloorWorker,
+    PlainServer,
+    RawWorker,
+    RayServe,
+    machine_load,
+)
+from bench.stats import (
+    evaluate_targets,
+    floor_ratios,
+    median_of_runs,
+    summarize_level,
+    summarize_parallel,
+)
 from shared import cluster
 from shared.assets import EXAMPLES, example_image
 from shared.registry import PROJECT_ROOT, load_registry
 
 HTTP_TARGETS = ("plain", "shared", "dedicated")
-ALL_TARGETS = ("raw", "raw-arrays", *HTTP_TARGETS)
+ALL_TARGETS = ("raw", "raw-arrays", "floor", *HTTP_TARGETS)
 QUIET_LOADAVG = 0.5  # 1-minute load average below which the machine counts as quiet
+PHASED = "phased (raw, floor, plain; then Ray)"
 BOX_TOLERANCE_PX = 2.0  # OpenCV and Pillow decode JPEGs a little differently
 
 
@@ -71,6 +88,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", type=Path, default=PROJECT_ROOT / "serve_config.yaml")
     parser.add_argument("--plain-threads", type=int, help="torch threads in the plain server")
     parser.add_argument("--raw-threads", type=int, help="torch threads for raw (default: cores)")
+    parser.add_argument(
+        "--floor-procs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="floor: model processes side by side, one inference thread each (default: cores)",
+    )
     parser.add_argument(
         "--arg",
         action="append",
@@ -106,6 +129,8 @@ class Bench:
         self.notes: dict[str, Any] = {}
         self.agreement: dict[str, str] = {}
         self.reference: list[dict[str, Any]] | None = None
+        self.floor_detections: list[dict[str, Any]] | None = None
+        self.served: dict[str, list[dict[str, Any]]] = {}  # each route's answers, per image
         self.ray_urls: dict[str, str] = {}
         self.ray_headers: dict[str, str] = {}
         self.me = psutil.Process()
@@ -142,6 +167,14 @@ class Bench:
         summary = summarize_level(answer["latencies_s"], answer["wall_s"])
         self._record(target, 1, summary, monitor, self._cpu() - cpu)
 
+    def measure_floor(self, floor: FloorWorker) -> None:
+        monitor = TreeMonitor(floor.pid)
+        monitor.start()
+        cpu = self._cpu()
+        answer = floor.ask(cmd="run", duration_s=self.args.duration, warmup_s=self.args.warmup)
+        summary = summarize_parallel(answer["parts"])
+        self._record("floor", len(answer["parts"]), summary, monitor, self._cpu() - cpu)
+
     def measure_http(
         self, target: str, pid: int, url: str, headers: dict[str, str], concurrency: int
     ) -> None:
@@ -164,18 +197,36 @@ class Bench:
 
     def check(self, target: str, url: str, headers: dict[str, str]) -> None:
         """Every server must find what the raw model finds, or its speed means nothing."""
-        problems = []
-        for image, upload, expected in zip(
-            self.images, self.uploads, self.reference or [], strict=False
-        ):
+        bodies = []
+        for image, upload in zip(self.images, self.uploads, strict=True):
             status, body = asyncio.run(load.fetch_json(url, headers, upload))
             if status != 200:
                 raise RuntimeError(f"{target}: HTTP {status} for {image.name}: {body}")
-            problems += [f"{image.name}: {p}" for p in _compare(body, expected)]
-        self.agreement[target] = "; ".join(problems) or (
-            f"same detections as raw (classes; boxes within {BOX_TOLERANCE_PX} px)"
+            bodies.append(body)
+        self.served[target] = bodies
+        self._agree(target, "raw", bodies, self.reference or [])
+
+    def _agree(
+        self, target: str, against: str, bodies: list[dict], expected: list[dict[str, Any]]
+    ) -> None:
+        problems = []
+        for image, body, want in zip(self.images, bodies, expected, strict=False):
+            problems += [f"{image.name}: {p}" for p in _compare(body, want)]
+        name = target if against == "raw" else f"{against} vs {target}"
+        self.agreement[name] = "; ".join(problems) or (
+            f"same detections as {against} (classes; boxes within {BOX_TOLERANCE_PX} px)"
         )
-        self.log(f"{target}: {self.agreement[target]}")
+        self.log(f"{name}: {self.agreement[name]}")
+
+    def check_floor(self) -> None:
+        """The floor's detections against raw's and against every served route's answers."""
+        if self.floor_detections is None:
+            return
+        as_bodies = [_as_body(d) for d in self.floor_detections]
+        self._agree("floor", "raw", as_bodies, self.reference or [])
+        for target, bodies in self.served.items():
+            if target != "plain":
+                self._agree(target, "floor", bodies, self.floor_detections)
 
     # -- phases ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -187,6 +238,21 @@ class Bench:
             stack.callback(worker.close)
             self.notes["raw torch threads"] = worker.info["threads"]
             self.reference = worker.ask(cmd="detections")["detections"]
+            floor = None
+            if "floor" in self.args.targets:
+                floor = FloorWorker(
+                    self.args.model,
+                    self.images,
+                    self.args.imgsz,
+                    self.args.floor_procs,
+                    self.args.app_args.get("backend"),
+                )
+                stack.callback(floor.close)
+                self.notes["floor"] = (
+                    f"{floor.info['procs']} processes, backend {floor.info['backend']}, "
+                    f"{floor.info['threads']} inference thread each"
+                )
+                self.floor_detections = floor.ask(cmd="detections")["detections"]
             plain = None
             if "plain" in self.args.targets:
                 plain = PlainServer(
@@ -198,8 +264,9 @@ class Bench:
             ray = self._start_ray(stack) if self.args.interleave else None
             for repeat in range(self.args.repeats):
                 self.log(f"run {repeat + 1}/{self.args.repeats}")
-                self._round(worker, plain, ray)
+                self._round(worker, plain, ray, floor)
         if self.args.interleave:
+            self.check_floor()
             return
         with contextlib.ExitStack() as stack:
             ray = self._start_ray(stack)
@@ -211,6 +278,7 @@ class Bench:
                     self.ray_urls["dedicated"], self.ray_headers, self.args.imgsz
                 )
                 self.log(f"large photos: {self.large['target']['detail']}")
+        self.check_floor()
 
     def _start_ray(self, stack: contextlib.ExitStack) -> RayServe | None:
         if not {"shared", "dedicated"} & set(self.args.targets):
@@ -236,13 +304,19 @@ class Bench:
         return ray
 
     def _round(
-        self, worker: RawWorker | None, plain: PlainServer | None, ray: RayServe | None
+        self,
+        worker: RawWorker | None,
+        plain: PlainServer | None,
+        ray: RayServe | None,
+        floor: FloorWorker | None = None,
     ) -> None:
         """One run of every level of every target that is up."""
         if worker:
             for source, target in (("files", "raw"), ("arrays", "raw-arrays")):
                 if target in self.args.targets:
                     self.measure_raw(worker, source)
+        if floor:
+            self.measure_floor(floor)
         for c in self.args.levels:
             if plain:
                 self.measure_http("plain", plain.pid, f"{plain.base_url}/predict", {}, c)
@@ -280,7 +354,7 @@ class Bench:
                 "images": ", ".join(p.name for p in self.images) + " (alternating)",
                 "levels": self.args.levels,
                 "seconds per level": f"{self.args.duration} measured + {self.args.warmup} warm-up",
-                "order": "interleaved" if self.args.interleave else "phased (raw, plain; then Ray)",
+                "order": "interleaved" if self.args.interleave else PHASED,
                 "bench config overrides": {**BENCH_OVERRIDES, "all apps": self.args.app_args},
                 "cpu": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
                 "versions": {
@@ -292,6 +366,7 @@ class Bench:
             "median": median,
             "runs": self.runs,
             "targets": targets,
+            "served/floor": floor_ratios(median),
             "notes": self.notes,
             "agreement": self.agreement,
             "large photos": self.large,
@@ -312,6 +387,21 @@ def _compare(body: dict[str, Any], expected: dict[str, Any]) -> list[str]:
         ):
             problems.append(f"detection {i} differs: {item['class']} {box} vs {cls} {xyxy}")
     return problems
+
+
+def _as_body(detections: dict[str, Any]) -> dict[str, Any]:
+    """raw-style detections in the served answer's shape, so `_compare` can take either."""
+    keys = ("x1", "y1", "x2", "y2")
+    return {
+        "images": [
+            {
+                "results": [
+                    {"class": cls, "box": dict(zip(keys, box, strict=True))}
+                    for cls, box in zip(detections["classes"], detections["boxes"], strict=True)
+                ]
+            }
+        ]
+    }
 
 
 def _exit_on_signal(signum: int, frame: object) -> None:

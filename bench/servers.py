@@ -89,6 +89,43 @@ class RawWorker:
                 self.process.kill()
 
 
+class FloorWorker(RawWorker):
+    """`bench.floor`: one model process per core, no server, driven like the raw worker."""
+
+    def __init__(
+        self,
+        model_id: str,
+        images: list[Path],
+        imgsz: int,
+        procs: int,
+        backend: str | None = None,
+    ):
+        command = [
+            sys.executable,
+            "-m",
+            "bench.floor",
+            "--model",
+            model_id,
+            "--imgsz",
+            str(imgsz),
+            "--procs",
+            str(procs),
+            "--images",
+            *map(str, images),
+        ]
+        if backend:
+            command += ["--backend", backend]
+        self.process = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env=cluster.ray_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.info = self._read()
+
+
 class PlainServer:
     """`bench.plain_server` under uvicorn, one process."""
 

@@ -158,3 +158,51 @@ def _cell(value: Any, spec: str) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
     return format(value, spec)
+
+
+def summarize_parallel(parts: Sequence[dict[str, Any]]) -> dict[str, float | int]:
+    """Side-by-side closed loops (one per process) as one level: images/s is the sum of each
+    process's own rate, latency percentiles are over every image (each one process's latency).
+
+    `parts` are each process's {"latencies_s": [...], "wall_s": seconds}.
+    """
+    if not parts:
+        raise ValueError("no parts")
+    latencies = [t for part in parts for t in part["latencies_s"]]
+    longest = max(float(part["wall_s"]) for part in parts)
+    summary = summarize_level(latencies, longest)
+    summary["images_per_s"] = sum(len(p["latencies_s"]) / float(p["wall_s"]) for p in parts)
+    summary["streams"] = len(parts)
+    return summary
+
+
+def floor_ratios(
+    results: dict[str, dict[int, dict[str, Any]]],
+    *,
+    floor: str = "floor",
+    routes: Sequence[str] = ("shared", "dedicated"),
+) -> dict[str, dict[str, Any]]:
+    """served/floor throughput for each route at each concurrency, and at the route's best level.
+
+    `results` maps target -> concurrency -> median summary; the floor is one level (its process
+    count). Routes or a floor that were not measured are left out.
+    """
+    if floor not in results or not results[floor]:
+        return {}
+    floor_rate = float(next(iter(results[floor].values()))["images_per_s"])
+    out: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        levels = results.get(route)
+        if not levels or floor_rate <= 0:
+            continue
+        best, best_rate = saturated_throughput(levels)
+        out[route] = {
+            "floor_images_per_s": floor_rate,
+            "levels": {c: float(levels[c]["images_per_s"]) / floor_rate for c in sorted(levels)},
+            "best": {
+                "concurrency": best,
+                "images_per_s": best_rate,
+                "ratio": best_rate / floor_rate,
+            },
+        }
+    return out

@@ -10,11 +10,13 @@ import pytest
 from bench.load import Upload
 from bench.stats import (
     evaluate_targets,
+    floor_ratios,
     markdown_table,
     median_of_runs,
     percentile,
     saturated_throughput,
     summarize_level,
+    summarize_parallel,
 )
 
 
@@ -117,3 +119,46 @@ def test_upload_is_a_well_formed_multipart_body() -> None:
     assert parts["imgsz"].get_content() == "640"
     assert parts["file"].get_filename() == "bus.jpg"
     assert parts["file"].get_payload(decode=True) == b"\xff\xd8jpeg-bytes"
+
+
+def test_summarize_parallel_sums_each_process_rate_and_pools_latencies() -> None:
+    parts = [
+        {"latencies_s": [0.1] * 20, "wall_s": 2.0},  # 10 img/s
+        {"latencies_s": [0.2] * 12, "wall_s": 2.4},  # 5 img/s
+    ]
+    summary = summarize_parallel(parts)
+    assert summary["images_per_s"] == pytest.approx(15.0)
+    assert summary["requests"] == 32
+    assert summary["streams"] == 2
+    assert summary["p50_ms"] == pytest.approx(100.0)
+    assert summary["p99_ms"] == pytest.approx(200.0)
+    with pytest.raises(ValueError):
+        summarize_parallel([])
+
+
+def test_floor_ratios_per_level_and_best() -> None:
+    results = {
+        "floor": {2: level(20.0)},
+        "dedicated": {1: level(10.0), 8: level(18.0), 16: level(17.0)},
+        "shared": {1: level(5.0)},
+    }
+    ratios = floor_ratios(results)
+    assert ratios["dedicated"]["levels"] == {1: 0.5, 8: 0.9, 16: 0.85}
+    assert ratios["dedicated"]["best"] == {"concurrency": 8, "images_per_s": 18.0, "ratio": 0.9}
+    assert ratios["shared"]["levels"] == {1: 0.25}
+    assert ratios["dedicated"]["floor_images_per_s"] == 20.0
+    assert floor_ratios({"dedicated": {1: level(10.0)}}) == {}
+    assert list(floor_ratios({"floor": {2: level(20.0)}})) == []
+
+
+def test_floor_table_and_rejection_ratio() -> None:
+    from bench.rejections import flood_ratio
+    from bench.report import floor_table
+
+    median = {"floor": {2: level(20.0, p50=95.0)}, "dedicated": {1: level(10.0), 4: level(16.0)}}
+    lines = floor_table(floor_ratios(median), median)
+    assert "Floor: 20.00 img/s from 2 processes, p50 95.0 ms" in lines[3]
+    assert lines[-1] == "| dedicated | 0.50 | 0.80 | 0.80 (c=4, 16.00 img/s) |"
+    assert floor_table({}, median) == []
+    assert flood_ratio([10.0, 12.0], 5.5) == pytest.approx(0.5)
+    assert math.isnan(flood_ratio([0.0], 1.0))
