@@ -6,6 +6,8 @@ and messages, route prefix, replicas, resources, and the args it was deployed wi
 
 from __future__ import annotations
 
+import ast
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,26 @@ _MESSAGE_CHARS = 600  # long enough for Serve's resources required and available
 # How Serve's controller says a replica cannot be placed (deployment_state.py): it keeps
 # trying forever, which the deployments API reports as a failure instead.
 UNSCHEDULABLE = "to be scheduled"
+# Serve's slow-startup message names both: "Resources required for each replica: {...}, total
+# resources available: {...}".
+_RESOURCES = re.compile(
+    r"required for each replica: (\{[^}]*\}), total resources available: (\{[^}]*\})"
+)
+
+
+def cannot_fit(message: str) -> bool:
+    """Whether Serve's "taken more than 10s to be scheduled" is for replicas no node can take
+    (more of a resource than the cluster has free), rather than a slow start on a busy machine.
+    A message it cannot read counts as cannot-fit, as before it was parsed."""
+    found = _RESOURCES.search(message)
+    if found is None:
+        return True
+    try:
+        # JSON in Ray 2.60's message, a Python dict's repr in others: both are literals.
+        required, available = (ast.literal_eval(part) for part in found.groups())
+        return any(float(need) > float(available.get(name, 0)) for name, need in required.items())
+    except (ValueError, SyntaxError, TypeError, AttributeError):
+        return True
 
 
 def _text(value: Any) -> str:
@@ -52,8 +74,9 @@ class Endpoint:
         """The official SDK's status and status message ("" for none)."""
         if self.status == "RUNNING":
             return "ready", ""
-        if self.status == "DEPLOYING" and UNSCHEDULABLE in self.deployment_message:
-            return "failed", self.deployment_message
+        message = self.deployment_message
+        if self.status == "DEPLOYING" and UNSCHEDULABLE in message and cannot_fit(message):
+            return "failed", message
         if self.status == "DEPLOYING":
             waiting = (
                 f"waiting for replicas to start ({self.running_replicas} of "

@@ -16,7 +16,7 @@ import pytest
 from shared import lifecycle
 from shared.deployment_store import DeploymentRecord
 from shared.lifecycle import DeploymentView
-from shared.serve_apps import UNSCHEDULABLE, Endpoint, parse_endpoint
+from shared.serve_apps import UNSCHEDULABLE, Endpoint, cannot_fit, parse_endpoint
 from tests.fakes import serve_app
 
 SLUG = "acme-detect"
@@ -311,3 +311,15 @@ def test_config_view_of_an_unrouted_failing_application():
 def test_config_view_rounds_memory():
     endpoint = replace(RUNNING, memory_bytes=1_000_000_000.0)
     assert lifecycle.config_view(endpoint).memory_gi == 0.931
+
+
+def test_a_slow_start_that_fits_is_no_failure() -> None:
+    # What a loaded machine gives after a restart: the replica fits, it is only slow.
+    slow = (
+        "Deployment 'Model' in application 'lasting' has 1 replicas that have taken more than "
+        '10s to be scheduled. Resources required for each replica: {"CPU": 1.0, "memory": '
+        '2147483648}, total resources available: {"memory": 12912519168.0, "CPU": 9.4}.'
+    )
+    assert not cannot_fit(slow)
+    assert cannot_fit(STUCK)  # 32 GiB of memory on a cluster that has none free
+    assert cannot_fit("taken more than 10s to be scheduled, for reasons unsaid")
