@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from shared.deployment_store import DeploymentRecord
-from shared.serve_apps import UNSCHEDULABLE, Endpoint
+from shared.serve_apps import Endpoint, unschedulable
 
 DeploymentStatus = Literal["creating", "deploying", "ready", "stopping", "stopped", "failed"]
 Step = Literal["deploy", "delete", "fail", "forget", "wait"]
@@ -110,7 +110,7 @@ def next_step(record: DeploymentRecord, app: Endpoint | None, listed: bool | Non
         return "delete" if exists else "wait"
     if record.deployed_generation != record.generation or not exists:
         return "deploy"
-    if app is not None and app.status == "DEPLOYING" and UNSCHEDULABLE in app.deployment_message:
+    if app is not None and app.status == "DEPLOYING" and unschedulable(app.deployment_message):
         return "fail"
     return "wait"
 

@@ -25,6 +25,11 @@ _RESOURCES = re.compile(
 )
 
 
+def unschedulable(message: str) -> bool:
+    """Serve's report of replicas that no node can take (the deployment has failed)."""
+    return UNSCHEDULABLE in message and cannot_fit(message)
+
+
 def cannot_fit(message: str) -> bool:
     """Whether Serve's "taken more than 10s to be scheduled" is for replicas no node can take
     (more of a resource than the cluster has free), rather than a slow start on a busy machine.
@@ -75,7 +80,7 @@ class Endpoint:
         if self.status == "RUNNING":
             return "ready", ""
         message = self.deployment_message
-        if self.status == "DEPLOYING" and UNSCHEDULABLE in message and cannot_fit(message):
+        if self.status == "DEPLOYING" and unschedulable(message):
             return "failed", message
         if self.status == "DEPLOYING":
             waiting = (

@@ -321,5 +321,7 @@ def test_a_slow_start_that_fits_is_no_failure() -> None:
         '2147483648}, total resources available: {"memory": 12912519168.0, "CPU": 9.4}.'
     )
     assert not cannot_fit(slow)
+    slow_app = app("DEPLOYING", deployment_message=slow)
+    assert lifecycle.next_step(record(), slow_app) == "wait"
     assert cannot_fit(STUCK)  # 32 GiB of memory on a cluster that has none free
     assert cannot_fit("taken more than 10s to be scheduled, for reasons unsaid")
