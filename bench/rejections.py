@@ -26,9 +26,7 @@ import asyncio
 import contextlib
 import json
 import multiprocessing
-import os
 import secrets
-import signal
 import statistics
 import sys
 import tempfile
@@ -42,7 +40,7 @@ import psutil
 
 from bench import load
 from bench.procmon import TreeMonitor
-from bench.servers import BENCH_KEY_LIMIT, RayServe, machine_load
+from bench.servers import BENCH_KEY_LIMIT, RayServe, machine_load, prepare_bench_process
 from bench.stats import summarize_level
 from shared import cluster, keys
 from shared.assets import EXAMPLES, example_image
@@ -371,19 +369,8 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
-    for name, value in (
-        ("RAY_USAGE_STATS_ENABLED", "0"),
-        ("YOLO_OFFLINE", "1"),
-        ("YOLO_AUTOINSTALL", "0"),
-        ("YOLO_CONFIG_DIR", "/tmp/yolo-endpoints/ultralytics"),
-    ):
-        os.environ.setdefault(name, value)
-    signal.signal(signal.SIGTERM, _exit_on_signal)
+    prepare_bench_process()
     args = parse_args(argv)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     load_before = machine_load()

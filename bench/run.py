@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import os
 import platform
-import signal
 import sys
 import tempfile
 import time
@@ -48,6 +47,7 @@ from bench.servers import (
     RawWorker,
     RayServe,
     machine_load,
+    prepare_bench_process,
 )
 from bench.stats import (
     evaluate_targets,
@@ -404,20 +404,8 @@ def _as_body(detections: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _exit_on_signal(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
-    for name, value in (
-        ("RAY_USAGE_STATS_ENABLED", "0"),
-        ("YOLO_OFFLINE", "1"),
-        ("YOLO_AUTOINSTALL", "0"),
-        ("YOLO_CONFIG_DIR", "/tmp/yolo-endpoints/ultralytics"),
-    ):
-        os.environ.setdefault(name, value)
-    # `kill` (and a session's end) should still stop the servers and the Ray cluster we started.
-    signal.signal(signal.SIGTERM, _exit_on_signal)
+    prepare_bench_process()
     args = parse_args(argv)
     args.argv = list(argv) if argv is not None else sys.argv[1:]
     bench = Bench(args)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ import yaml
 from bench.raw import MARK
 from shared import cluster, keys
 from shared.registry import PROJECT_ROOT
+from shared.settings import apply_ultralytics_env
 
 # What the bench changes in serve_config.yaml, all of it settings a user would choose on a
 # 2-core machine: one model replica per app (latency-first autoscaling would start up to four
@@ -33,6 +35,18 @@ BENCH_OVERRIDES: dict[str, dict[str, Any]] = {
 }
 BENCH_APPS = ("shared", "yolo26n")
 BENCH_KEY_LIMIT = 1_000_000_000
+
+
+def prepare_bench_process() -> None:
+    """What every bench entry point sets first: no telemetry, Ultralytics offline, and
+    `kill` (or a session's end) still stopping the servers and the Ray cluster it started."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    apply_ultralytics_env()
+    signal.signal(signal.SIGTERM, _exit_on_signal)
+
+
+def _exit_on_signal(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 class RawWorker:
@@ -52,6 +66,9 @@ class RawWorker:
         ]
         if threads:
             command += ["--threads", str(threads)]
+        self._start(command)
+
+    def _start(self, command: list[str]) -> None:
         self.process = subprocess.Popen(
             command,
             cwd=PROJECT_ROOT,
@@ -115,15 +132,7 @@ class FloorWorker(RawWorker):
         ]
         if backend:
             command += ["--backend", backend]
-        self.process = subprocess.Popen(
-            command,
-            cwd=PROJECT_ROOT,
-            env=cluster.ray_env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.info = self._read()
+        self._start(command)
 
 
 class PlainServer:
