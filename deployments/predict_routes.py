@@ -47,7 +47,7 @@ from shared.memory_budget import MB
 from shared.negotiation import IMAGE_OUTPUTS, NDJSON, Output, negotiate
 from shared.params import PredictParams, parse_params
 from shared.registry import ModelSpec
-from shared.results import Prediction, shape_results
+from shared.results import Prediction, image_entry, response_metadata, shape_results
 from shared.timing import PhaseTimer
 from shared.video import VideoFrame, VideoInfo, VideoReader
 
@@ -71,11 +71,7 @@ class Entry:
     frame: VideoFrame | None = None
 
     def wire(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "shape": [int(self.shape[0]), int(self.shape[1])],
-            "results": self.results,
-            "speed": {k: round(float(v), 2) for k, v in self.speed.items()},
-        }
+        body = image_entry(self.shape, self.results, self.speed)
         if self.frame is not None:
             body["frame"] = self.frame.index
             body["timestamp"] = self.frame.timestamp
@@ -97,18 +93,17 @@ def _side(spec: ModelSpec) -> str:
 def _metadata(
     prediction: Prediction, count: int, elapsed_s: float, video: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "imageCount": count,
-        "functionTimeCall": round(elapsed_s, 4),
-        "model": prediction["model"],
-        "version": prediction["versions"],
-        # Fields the official SDK reads beside the spec's.
-        "task": prediction["task"],
-        "classNames": list(prediction["names"]),
-    }
+    # Fields the official SDK reads beside the spec's, and what was read of a video.
+    extra: dict[str, Any] = {"task": prediction["task"], "classNames": list(prediction["names"])}
     if video is not None:
-        metadata["video"] = video
-    return metadata
+        extra["video"] = video
+    return response_metadata(
+        count,
+        model_file=prediction["model"],
+        versions=prediction["versions"],
+        elapsed_s=elapsed_s,
+        extra_metadata=extra,
+    )
 
 
 def _video_metadata(info: VideoInfo, params: PredictParams) -> dict[str, Any]:

@@ -97,6 +97,37 @@ def shape_results(
     return results
 
 
+def image_entry(
+    shape: tuple[int, int], image_results: list[dict[str, Any]], speed: dict[str, float]
+) -> dict[str, Any]:
+    """One `images[]` entry: an image's (or a video frame's) shape, results and speed."""
+    return {
+        "shape": [int(shape[0]), int(shape[1])],
+        "results": image_results,
+        "speed": {k: round(float(v), 2) for k, v in speed.items()},
+    }
+
+
+def response_metadata(
+    image_count: int,
+    *,
+    model_file: str,
+    versions: dict[str, str],
+    elapsed_s: float,
+    extra_metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The response's `metadata`: the spec's fields, then this server's additions."""
+    metadata: dict[str, Any] = {
+        "imageCount": image_count,
+        "functionTimeCall": round(elapsed_s, 4),
+        "model": model_file,
+        "version": versions,
+    }
+    if extra_metadata:
+        metadata.update(extra_metadata)
+    return metadata
+
+
 def shape_response(
     image_results: list[dict[str, Any]],
     shape: tuple[int, int],
@@ -108,21 +139,13 @@ def shape_response(
     extra_metadata: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The whole response body for a single-image request."""
-    metadata: dict[str, Any] = {
-        "imageCount": 1,
-        "functionTimeCall": round(elapsed_s, 4),
-        "model": model_file,
-        "version": versions,
-    }
-    if extra_metadata:
-        metadata.update(extra_metadata)
     return {
-        "images": [
-            {
-                "shape": [int(shape[0]), int(shape[1])],
-                "results": image_results,
-                "speed": {k: round(float(v), 2) for k, v in speed.items()},
-            }
-        ],
-        "metadata": metadata,
+        "images": [image_entry(shape, image_results, speed)],
+        "metadata": response_metadata(
+            1,
+            model_file=model_file,
+            versions=versions,
+            elapsed_s=elapsed_s,
+            extra_metadata=extra_metadata,
+        ),
     }
