@@ -5,8 +5,10 @@ session's cluster stops (Serve's handle machinery can outlive `ray.shutdown()` a
 ends its whole process with exit status 1 a minute later, which would fail a green test run.
 Here a stray driver only takes this child down.
 
-Protocol: one line per question on stdin, "<app> <deployment>"; one line per answer on stdout,
-the base64 of the pickled `ModelServer.stats` dict (pickled, so its int keys stay ints).
+Protocol: one line per question on stdin, "<app> <deployment>"; one line per answer on the
+child's original stdout, "answer <base64 of the pickled `ModelServer.stats` dict>" (pickled, so
+its int keys stay ints). Everything else the child prints (Ray writes to stdout too) goes to the
+log, so an answer is never taken from a stray line.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import sys
 from pathlib import Path
 
 ANSWER_TIMEOUT_S = 30
+ANSWER = "answer "
 
 
 class ReplicaStats:
@@ -40,10 +43,10 @@ class ReplicaStats:
         assert self.child.stdin and self.child.stdout
         self.child.stdin.write(f"{app} {deployment}\n".encode())
         self.child.stdin.flush()
-        line = self.child.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the stats driver exited; see {self.log}")
-        answer = pickle.loads(base64.b64decode(line))
+        line = self.child.stdout.readline().decode()
+        if not line.startswith(ANSWER):
+            raise RuntimeError(f"the stats driver answered {line[:80]!r}; see {self.log}")
+        answer = pickle.loads(base64.b64decode(line[len(ANSWER) :]))
         if isinstance(answer, BaseException):
             raise answer
         return answer
@@ -59,6 +62,8 @@ class ReplicaStats:
 
 
 def _serve(address: str) -> None:
+    answers = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)  # from here on, whatever writes to stdout writes to the log
     import ray
     from ray import serve
 
@@ -70,8 +75,8 @@ def _serve(address: str) -> None:
             answer: object = handle.stats.remote().result(timeout_s=ANSWER_TIMEOUT_S)
         except Exception as error:  # handed to the test, which raises it
             answer = RuntimeError(f"stats of {app}/{deployment}: {error!r}")
-        sys.stdout.write(base64.b64encode(pickle.dumps(answer)).decode() + "\n")
-        sys.stdout.flush()
+        answers.write(ANSWER + base64.b64encode(pickle.dumps(answer)).decode() + "\n")
+        answers.flush()
     ray.shutdown()
 
 
