@@ -35,6 +35,8 @@ def model_options(args: CommonArgs, name: str) -> dict[str, Any]:
         options["autoscaling_config"] = autoscaling
     else:
         options["num_replicas"] = args.num_replicas
+    if isinstance(args, EndpointArgs):
+        options["max_surge_percent"] = args.rollout_surge_percent
     return options
 
 
@@ -53,4 +55,10 @@ def build_endpoint(raw_args: dict[str, Any]) -> Application:
     """A dedicated endpoint: its own ingress and replicas for one model, no rate limit."""
     args = EndpointArgs.model_validate(raw_args)
     model = ModelServer.options(**model_options(args, "Model")).bind(args)
-    return Ingress.bind(model, args)
+    ingress = Ingress.options(
+        max_surge_percent=args.rollout_surge_percent,
+        # A stopping ingress holds its requests while the new model loads (an in-place
+        # rollout): past Serve's default 20 s grace they would fail instead.
+        graceful_shutdown_timeout_s=args.model_timeout_s + 10,
+    )
+    return ingress.bind(model, args)

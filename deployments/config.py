@@ -129,6 +129,9 @@ class EndpointArgs(CommonArgs):
     # The workspace an API-created endpoint belongs to: only its keys reach it. None: an
     # endpoint of serve_config.yaml, which every key may call.
     owner: str | None = None
+    # Serve's max_surge_percent for this deploy's rollout (shared/rollout.py): the control
+    # plane sets 100 where the new replicas fit beside the running ones.
+    rollout_surge_percent: int = Field(0, ge=0, le=100)
 
 
 AppArgs = SharedArgs | EndpointArgs

@@ -33,7 +33,7 @@ from ray import serve
 
 from deployments.config import EndpointArgs, SharedArgs
 from deployments.directory import serve_details
-from shared import lifecycle
+from shared import lifecycle, rollout
 from shared.deployment_store import DeploymentRecord, DeploymentStore, SlugTaken
 from shared.lifecycle import DeploymentView
 from shared.registry import PROJECT_ROOT
@@ -43,6 +43,7 @@ logger = logging.getLogger("ray.serve")
 
 MANAGED = "Deployment managed by serve_config.yaml: edit that file and redeploy"
 NOT_FOUND = "Deployment not found"
+INGRESS_NEED = {"CPU": 0.1}  # deployments/ingress.py's ray_actor_options
 DELETE_WAIT_S = 20.0  # how long a DELETE waits for Serve to let go of the application
 
 
@@ -54,6 +55,8 @@ class ServeApps(Protocol):
     def deploy(self, slug: str, args: EndpointArgs) -> None: ...
 
     def delete(self, slug: str) -> None: ...
+
+    def free_resources(self) -> list[dict[str, float]]: ...
 
 
 class RayServeApps:
@@ -79,6 +82,18 @@ class RayServeApps:
 
     def delete(self, slug: str) -> None:
         serve.delete(slug, _blocking=False)
+
+    def free_resources(self) -> list[dict[str, float]]:
+        """Each alive node's unreserved resources; none known: no surge (shared/rollout.py)."""
+        try:
+            # Ray's only per-node view; the public available_resources() sums the cluster,
+            # which would place a replica across two nodes' leftovers.
+            from ray._private.state import available_resources_per_node
+
+            return [dict(node) for node in available_resources_per_node().values()]
+        except Exception as exc:  # a private API: its absence costs only the surge
+            logger.warning("free resources per node unknown: %r", exc)
+            return []
 
 
 @dataclass(frozen=True)
@@ -196,8 +211,11 @@ class ControlPlaneApp:
         if step == "wait":
             return
         if step == "deploy":
+            surge = await self._surge_percent(record, app)
             try:
-                await asyncio.to_thread(self.apps.deploy, slug, self.endpoint_args(record))
+                await asyncio.to_thread(
+                    self.apps.deploy, slug, self.endpoint_args(record, rollout_surge_percent=surge)
+                )
             except Exception as exc:  # Serve refused it (e.g. a config it cannot take)
                 logger.warning("deployment %s: deploy refused: %s", slug, exc)
                 await self._update(
@@ -219,11 +237,24 @@ class ControlPlaneApp:
     async def _update(self, slug: str, *, redeploy: bool, **changes: Any) -> DeploymentRecord:
         return await asyncio.to_thread(self.store.update, slug, redeploy=redeploy, **changes)
 
-    def endpoint_args(self, record: DeploymentRecord) -> EndpointArgs:
+    async def _surge_percent(self, record: DeploymentRecord, app: Endpoint | None) -> int:
+        """A rollout beside the running replicas where they leave room (shared/rollout.py)."""
+        running = app.running_replicas if app is not None and app.status != "DELETING" else 0
+        if running == 0:
+            return rollout.IN_PLACE
+        memory = record.memory_gi * 2**30 if record.memory_gi is not None else 0.0
+        model = {"CPU": float(record.cpu), "memory": memory, "GPU": float(self.config.num_gpus)}
+        free = await asyncio.to_thread(self.apps.free_resources)
+        return rollout.surge_percent(free, model, INGRESS_NEED, running)
+
+    def endpoint_args(
+        self, record: DeploymentRecord, rollout_surge_percent: int = 0
+    ) -> EndpointArgs:
         """A record as the args of its Serve application: the shared app's settings, but for
         what the record says."""
         shared = self.config
         return EndpointArgs(
+            rollout_surge_percent=rollout_surge_percent,
             name=record.slug,
             model=record.model,
             owner=record.owner,

@@ -207,6 +207,11 @@ class FakeServeApps:
         self.linger = False  # deleted applications stay DELETING until `gone(name)`
         # Deploys appear as Serve first lists them: by name, before their deployments exist.
         self.bare = False
+        # What each node has free, as Ray reports it (deployments/control_plane.py).
+        self.free: list[dict[str, float]] = [{"CPU": 16.0, "memory": 64.0 * 2**30}]
+
+    def free_resources(self) -> list[dict[str, float]]:
+        return [dict(node) for node in self.free]
 
     def details(self) -> dict[str, Any]:
         return {"applications": dict(self.applications)}

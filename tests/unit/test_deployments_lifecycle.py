@@ -302,6 +302,20 @@ def test_replace_rolls_out_another_model(app: App, deployer: str) -> None:
     assert error_of(patch(app, deployer, {"action": "replace", "model": "nope"}), 404)
 
 
+def test_a_rollout_surges_only_where_the_new_replicas_fit_beside_the_old(
+    app: App, deployer: str
+) -> None:
+    assert create(app, deployer).status_code == 201
+    ready(app)
+    assert patch(app, deployer, {"action": "replace", "model": "yolo11n"}).status_code == 200
+    ready(app)
+    app.serve.free = [{"CPU": 0.5, "memory": 64.0 * 2**30}]  # the old replica fills the node
+    assert patch(app, deployer, {"action": "replace", "model": "yolo26n"}).status_code == 200
+    # Created with nothing to keep serving; then beside the old replica; then in its place.
+    surges = [args.rollout_surge_percent for _, args in app.serve.deployed]
+    assert surges == [0, 100, 0]
+
+
 def test_resize_changes_the_replicas_resources(app: App, deployer: str) -> None:
     assert create(app, deployer).status_code == 201
     ready(app)
