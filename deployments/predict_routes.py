@@ -43,6 +43,7 @@ from deployments.uploads import UploadLimits, read_upload
 from shared import annotate
 from shared.errors import ApiError
 from shared.images import DecodedImage, decode_image, decode_peak_bytes, draft_factor
+from shared.letterbox import letterbox_resize, letterbox_target
 from shared.memory_budget import MB
 from shared.negotiation import IMAGE_OUTPUTS, NDJSON, Output, negotiate
 from shared.params import PredictParams, parse_params
@@ -118,13 +119,23 @@ def _video_metadata(info: VideoInfo, params: PredictParams) -> dict[str, Any]:
 
 
 def _reduced_for_model(image: np.ndarray, spec: ModelSpec, imgsz: int) -> np.ndarray:
-    """What the JSON path would give the model for a large image: a reduced copy."""
+    """What the JSON path would give the model for a large image: a reduced copy, then the
+    letterbox resize."""
     height, width = image.shape[:2]
     factor = draft_factor(width, height, imgsz, _side(spec))
-    if factor <= 1:
+    if factor > 1:
+        size = (math.ceil(width / factor), math.ceil(height / factor))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return letterbox_resize(image, spec.task, imgsz)
+
+
+def _decode_for_model(data: bytes, spec: ModelSpec, imgsz: int | None) -> DecodedImage:
+    """Decoded and, for the model, letterbox-resized as Ultralytics would (shared/letterbox.py);
+    `shape` stays the original's, so results map back to its pixels."""
+    image = decode_image(data, target_size=imgsz, target_side=_side(spec))
+    if imgsz is None:
         return image
-    size = (math.ceil(width / factor), math.ceil(height / factor))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return dataclasses.replace(image, array=letterbox_resize(image.array, spec.task, imgsz))
 
 
 class PredictRoutes:
@@ -203,9 +214,7 @@ class PredictRoutes:
         async with self.decode_budget.reserve(peak):
             # An image far larger than the model's input decodes reduced (libjpeg's scaled
             # decoding for JPEGs); shape_results maps results back to the original's pixels.
-            return await asyncio.to_thread(
-                decode_image, data, target_size=target, target_side=_side(spec)
-            )
+            return await asyncio.to_thread(_decode_for_model, data, spec, target)
 
     async def _image_prediction(
         self: IngressApp,
@@ -384,11 +393,14 @@ class PredictRoutes:
         model: DeploymentHandle,
         params: PredictParams,
     ) -> tuple[Entry, Prediction]:
+        array = frame.image
+        if letterbox_target(array.shape, spec.task, params.imgsz) is not None:
+            array = await asyncio.to_thread(letterbox_resize, array, spec.task, params.imgsz)
         prediction = await model_calls.predict(
-            model, spec.id, frame.image, params, self.config.model_timeout_s
+            model, spec.id, array, params, self.config.model_timeout_s
         )
         shape = frame.image.shape[:2]
-        results = shape_results(prediction, shape, shape, params)
+        results = shape_results(prediction, shape, array.shape[:2], params)
         return Entry(shape, results, prediction["speed"], frame), prediction
 
     # -- answers --------------------------------------------------------------------------------

@@ -97,19 +97,21 @@ def test_a_shared_predict_answers_the_spec_json(store, key, bus) -> None:
     assert list(body) == ["images", "metadata"]
     image = body["images"][0]
     assert image["shape"] == [1080, 810]
+    # The model got the array letterbox-resized to 640 on its long side (shared/letterbox.py);
+    # its box comes back in the original's pixels, 1080 / 640 = 1.6875 times its own.
     assert image["results"] == [
         {
             "class": 0,
             "name": "person",
             "confidence": 0.875,
-            "box": {"x1": 10.0, "y1": 20.0, "x2": 110.0, "y2": 220.0},
+            "box": {"x1": 16.875, "y1": 33.75, "x2": 185.625, "y2": 371.25},
         }
     ]
     assert body["metadata"]["imageCount"] == 1 and body["metadata"]["model"] == "yolo26n.pt"
     assert r.headers["X-RateLimit-Limit"] == str(LIMIT)
     assert r.headers["X-RateLimit-Remaining"] == str(LIMIT - 1)
     assert "total;dur=" in r.headers["Server-Timing"]
-    assert model.seen == [("yolo26n", (1080, 810, 3))]  # arrays go to the model, never JSON
+    assert model.seen == [("yolo26n", (640, 480, 3))]  # arrays go to the model, never JSON
 
 
 @pytest.mark.parametrize(
@@ -171,7 +173,7 @@ def test_a_base64_source_urlencoded_as_the_sdk_sends_it(store, key, bus) -> None
         f"{PREFIX}/predict", headers=auth(key), data={"source": base64.b64encode(bus).decode()}
     )
     assert r.status_code == 200, r.text
-    assert model.seen == [("yolo26n", (1080, 810, 3))]
+    assert model.seen == [("yolo26n", (640, 480, 3))]
 
 
 def test_bad_input_is_a_json_400(store, key) -> None:
@@ -325,4 +327,4 @@ def test_the_sdks_cli_fills_an_omitted_owner_from_the_summary(
     assert code == 0, out.err
     assert sent == [("GET", SUMMARY), ("POST", "/api/models/acme/demo/yolo26n/predict")]
     assert json.loads(out.out)["metadata"]["model"] == "yolo26n.pt"
-    assert model.seen == [("yolo26n", (1080, 810, 3))]
+    assert model.seen == [("yolo26n", (640, 480, 3))]

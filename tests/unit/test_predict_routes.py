@@ -56,8 +56,9 @@ def test_several_images_answer_in_the_order_sent(store, key, bus, zidane) -> Non
     body = r.json()
     assert [image["shape"] for image in body["images"]] == [[1080, 810], [720, 1280], [1080, 810]]
     assert body["metadata"]["imageCount"] == 3
+    # Each letterbox-resized for imgsz 640 (shared/letterbox.py).
     assert sorted(shape for _, shape in model.seen) == sorted(
-        [(1080, 810, 3), (720, 1280, 3), (1080, 810, 3)]
+        [(640, 480, 3), (360, 640, 3), (640, 480, 3)]
     )
     # Each image counts as one request against the key's limit.
     assert r.headers["X-RateLimit-Remaining"] == str(LIMIT - 3)
@@ -167,8 +168,9 @@ def test_an_annotated_image_has_the_inputs_size_and_the_box_drawn(
     drawn = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
     original = cv2.imdecode(np.frombuffer(bus, np.uint8), cv2.IMREAD_COLOR)
     assert drawn.shape == original.shape
-    # The stand-in's box, (10, 20)-(110, 220), is drawn along its left edge.
-    edge = np.abs(drawn[60:200, 9:12].astype(int) - original[60:200, 9:12]).mean()
+    # The stand-in's box, (10, 20)-(110, 220) of the 640-pixel array the model got, is drawn
+    # at 1080 / 640 times that in the original: its left edge at x = 16.9, from y = 33.8 down.
+    edge = np.abs(drawn[60:340, 16:19].astype(int) - original[60:340, 16:19]).mean()
     away = np.abs(drawn[600:900, 400:700].astype(int) - original[600:900, 400:700]).mean()
     assert edge > 40 and away < (3 if media_type == "image/png" else 12)
 
