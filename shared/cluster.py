@@ -76,9 +76,14 @@ EDGE_ENV = {
 # the deployments control plane turns that report into a `failed` deployment, so these bound
 # how long an impossible request (more CPUs or memory than any node has) sits in `deploying`.
 # Read by the controller at start: the cluster's environment (and k8s/generate.py's pod env).
+#
+# The controller restarts a proxy after three failed health checks in a row, one per period:
+# with Serve's 10 s period, a killed proxy left its port refusing connections for 22 s; with
+# 1 s, 3.7 s (bench/outage.py, bench/README.md). A check of a live proxy is one actor call.
 CONTROLLER_ENV = {
     "RAY_SERVE_SLOW_STARTUP_WARNING_S": "10",
     "RAY_SERVE_SLOW_STARTUP_WARNING_PERIOD_S": "5",
+    "RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S": "1",
 }
 
 

@@ -1,8 +1,9 @@
 """Faults, floods and hostile input against the real Serve instance.
 
-- A model replica's, an ingress replica's or the Serve controller's process is killed under
-  traffic: every request ends in a 200 or a JSON 503 with Retry-After (never a 500) within the
-  app's model timeout, the service answers again within 30 s, the other processes live on.
+- A model replica's, an ingress replica's, the HTTP proxy's or the Serve controller's process
+  is killed under traffic: every request ends in a 200 or a JSON 503 with Retry-After (never a
+  500) within the app's model timeout, or, while no proxy holds the port, in a refused
+  connection; the service answers again within 30 s, the other processes live on.
 - The rate limiter's process is killed: requests keep being served (fail open, gate.py), then the
   replacement limits exactly again.
 - A model call that never returns (tests/faults.py) ends in a JSON 504 within the timeout and
@@ -186,6 +187,24 @@ def test_killed_controller_costs_no_request(server) -> None:
     # Proxies and handles keep their routes while the controller is away.
     assert_answered_properly(outcomes, model_timeout_s(server, "yolo26n"))
     wait_for(lambda: identities(server, "yolo26n", "Ingress") == ingresses, 60, "dashboard")
+
+
+def test_killed_http_proxy_is_back_on_its_port(server) -> None:
+    (victim,) = actor_pids(server, "ProxyActor")
+    ingresses = identities(server, "yolo26n", "Ingress")
+    outcomes = kill_under_load(
+        server,
+        "yolo26n",
+        victim,
+        lambda: set(actor_pids(server, "ProxyActor")) - {victim},
+    )
+    # While no process holds the port its connections are refused (shared/cluster.py's
+    # CONTROLLER_ENV makes that seconds); whatever was answered is a 200 or a JSON 503.
+    refused = [o for o in outcomes if o.status == 0]
+    assert all("Connection" in o.detail for o in refused), refused[:3]
+    answered = [o for o in outcomes if o.status != 0]
+    assert_answered_properly(answered, model_timeout_s(server, "yolo26n"))
+    assert identities(server, "yolo26n", "Ingress") == ingresses, "the ingress restarted"
 
 
 def test_a_flood_of_health_checks_does_not_crowd_out_predictions(server) -> None:
