@@ -53,8 +53,10 @@ class CommonArgs(BaseModel):
     allow_url_sources: bool = False  # `source` may be an http(s) URL; off: SSRF surface
     url_timeout_s: float = Field(10, gt=0, le=60)
     # What runs the network on CPU: ONNX Runtime (exported once from the same weights, cached
-    # beside them) or PyTorch. GPU replicas always use torch (FP16). bench/README.md: figures.
-    backend: Literal["torch", "onnx"] = "onnx"
+    # beside them), PyTorch, or OpenVINO (the `openvino` extra; FP32, so PyTorch's detections;
+    # slower than ONNX Runtime on this project's CPU). GPU replicas always use torch (FP16).
+    # bench/README.md: figures.
+    backend: Literal["torch", "onnx", "openvino"] = "onnx"
     # The longest the ingress waits for a model answer before a JSON 504, and the longest an
     # inference may run before the model replica fails its health check; keep it below
     # http_options.request_timeout_s, past which the proxy itself gives up.

@@ -10,79 +10,26 @@ Ray-free, like deployments/yolo.py.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from shared.digests import sha256_file
+from deployments import exports
 from shared.registry import ModelSpec
-
-logger = logging.getLogger("ray.serve")
 
 BACKENDS = ("torch", "onnx")
 
 
 def cache_path(spec: ModelSpec, directory: Path | None = None) -> Path:
-    """Where the export of these exact weights, by this Ultralytics version, is kept.
-
-    Named by content and exporter version, so replaced weights or an upgraded exporter never
-    pick up a stale graph.
-    """
-    digest = sha256_file(spec.path)[:12]
-    name = f"{spec.path.stem}.{digest}.ultralytics-{version('ultralytics')}.onnx"
-    return (directory or spec.path.parent) / name
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """One exporter at a time per file: replicas starting together wait, then reuse it."""
-    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield
-
-
-def _cache_dir(spec: ModelSpec) -> Path:
-    # Beside the weights; a read-only weights mount (a Kubernetes volume) falls back to /tmp.
-    if os.access(spec.path.parent, os.W_OK):
-        return spec.path.parent
-    fallback = Path(tempfile.gettempdir()) / "yolo-endpoints-onnx"
-    fallback.mkdir(parents=True, exist_ok=True)
-    return fallback
+    """Where the export of these exact weights, by this Ultralytics version, is kept."""
+    return (directory or spec.path.parent) / exports.export_name(spec, ".onnx")
 
 
 def cached_export(spec: ModelSpec) -> Path:
     """The ONNX export of `spec`'s weights, made on first use and reused after that."""
-    target = cache_path(spec, _cache_dir(spec))
-    if target.is_file():
-        return target
-    with _locked(target):
-        if target.is_file():  # another replica exported it while this one waited
-            return target
-        from ultralytics import YOLO
-
-        # The exporter writes beside its input: export a private copy, then move the result in
-        # whole, so no reader ever sees half a file.
-        with tempfile.TemporaryDirectory(dir=target.parent, prefix=".export-") as tmp:
-            source = Path(tmp) / spec.path.name
-            shutil.copyfile(spec.path, source)
-            exported = YOLO(str(source), task=spec.task).export(
-                format="onnx",
-                dynamic=True,
-                simplify=True,
-                imgsz=spec.imgsz or 640,
-                device="cpu",
-                verbose=False,
-            )
-            os.replace(exported, target)
-        logger.info("exported %s to %s", spec.id, target)
-    return target
+    target = cache_path(spec, exports.cache_dir(spec, "yolo-endpoints-onnx"))
+    return exports.cached_export(
+        spec, target, Path.is_file, format="onnx", dynamic=True, simplify=True
+    )
 
 
 def limit_threads(model: Any, path: Path, threads: int, spin: bool = False) -> bool:

@@ -13,10 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from deployments.onnx_backend import BACKENDS, cached_export, limit_threads
+from deployments import onnx_backend, openvino_backend
 from shared.registry import ModelSpec
 from shared.results import Prediction
 from shared.settings import apply_ultralytics_env
+
+BACKENDS = (*onnx_backend.BACKENDS, "openvino")
+_EXPORTED = {"onnx": onnx_backend, "openvino": openvino_backend}  # backends run from an export
 
 
 def _ensure_offline_env() -> None:
@@ -43,7 +46,7 @@ class LoadedModel:
     load_seconds: float
     default_imgsz: int = 640
     predict_kwargs: dict[str, Any] = field(default_factory=dict)
-    backend: str = "torch"  # "torch" | "onnx" (deployments/onnx_backend.py)
+    backend: str = "torch"  # "torch" | "onnx" | "openvino" (deployments/*_backend.py)
 
     def run(
         self, images: list[np.ndarray], conf: float, iou: float, imgsz: int
@@ -114,9 +117,10 @@ def load_model(
 ) -> LoadedModel:
     """Load weights from the registry path (never a download), and warm up once.
 
-    `backend="onnx"` runs the same weights through ONNX Runtime (exported once, cached beside
-    them) on CPU; on a GPU it means torch, which is what runs FP16 there. `threads` caps the
-    ONNX Runtime pool (torch's is set with `set_torch_threads`).
+    `backend="onnx"` runs the same weights through ONNX Runtime, `backend="openvino"` through
+    OpenVINO (each exported once, cached beside them) on CPU; on a GPU either means torch, which
+    is what runs FP16 there. `threads` caps the exported backend's pool (torch's is set with
+    `set_torch_threads`).
     """
     _ensure_offline_env()
     if not spec.path.is_file():
@@ -130,10 +134,11 @@ def load_model(
     half = device.startswith("cuda")
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; one of {BACKENDS}")
-    if backend == "onnx" and device != "cpu":
+    if backend in _EXPORTED and device != "cpu":
         backend = "torch"
-    onnx_file = cached_export(spec) if backend == "onnx" else None
-    model = YOLO(str(onnx_file or spec.path), task=spec.task)
+    exporter = _EXPORTED.get(backend)
+    exported = exporter.cached_export(spec) if exporter else None
+    model = YOLO(str(exported or spec.path), task=spec.task)
     names_map = model.names
     names = [names_map[i] for i in range(len(names_map))]
     loaded = LoadedModel(
@@ -147,11 +152,13 @@ def load_model(
         predict_kwargs={"device": device, **(_fp16_kwargs() if half else {})},
         backend=backend,
     )
-    if warmup or onnx_file:  # ONNX: the first predict builds the session that threads replace
+    # Exported: the first predict builds the session (compiled model) that `threads` replaces.
+    if warmup or exported:
         blank = np.zeros((loaded.default_imgsz, loaded.default_imgsz, 3), np.uint8)
         loaded.run([blank], conf=0.25, iou=0.7, imgsz=loaded.default_imgsz)
-    if onnx_file and threads:
-        limit_threads(model, onnx_file, threads)
+    # OpenVINO is always recompiled: Ultralytics' own compilation runs BF16 on AMX CPUs.
+    if exporter and exported and (threads or backend == "openvino"):
+        exporter.limit_threads(model, exported, threads or 0)
         loaded.run([blank], conf=0.25, iou=0.7, imgsz=loaded.default_imgsz)
     loaded.load_seconds = time.perf_counter() - started
     return loaded
