@@ -15,7 +15,7 @@ from autoscaling import presets
 from deployments.config import CommonArgs, EndpointArgs, SharedArgs
 from deployments.control_plane import ControlPlane
 from deployments.ingress import Ingress
-from deployments.limiter import Limiter
+from deployments.limiter import Limiter, shard_name
 from deployments.model import ModelServer
 
 
@@ -44,11 +44,15 @@ def build_shared(raw_args: dict[str, Any]) -> Application:
     """The shared predict service: one ingress in front of a multiplexed pool of all models."""
     args = SharedArgs.model_validate(raw_args)
     pool = ModelServer.options(**model_options(args, "ModelPool")).bind(args)
-    # One Limiter replica per app counts for every Ingress replica: the limit stays exact.
-    limiter = Limiter.bind(args.rate_limit.limit())
+    # Each key is counted by one Limiter shard for every Ingress replica: the limit stays exact.
+    shards = args.rate_limit.shards
+    limiters = [
+        Limiter.options(name=shard_name(i)).bind(args.rate_limit.limit(), shards)
+        for i in range(shards)
+    ]
     # The SDK's deployments API: records in SQLite, each its own Serve application.
     control = ControlPlane.bind(args)
-    return Ingress.bind(pool, args, limiter, control)
+    return Ingress.bind(pool, args, limiters, control)
 
 
 def build_endpoint(raw_args: dict[str, Any]) -> Application:

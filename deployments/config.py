@@ -87,6 +87,9 @@ class RateLimitArgs(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     requests: int = Field(20, ge=1)
     window_s: float = Field(60, gt=0)
+    # Limiter deployments the key hashes are spread over, each one replica counting its keys
+    # exactly (deployments/limiter.py): more shards, more admissions per second in all.
+    shards: int = Field(1, ge=1, le=64)
 
     def limit(self) -> RateLimit:
         return RateLimit(self.requests, self.window_s)

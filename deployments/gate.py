@@ -17,13 +17,14 @@ A key the limiter has refused is answered 429 by the ingress replica itself unti
 then and the answer is exact (a spent key hammering the service costs no limiter round trip).
 The deadline is taken from when the refused call was sent, so it never outlasts the limiter's.
 
-When the limiter is unavailable (its replica dead or restarting, its app not deployed, or no
-answer within `timeout_s`) the gate FAILS OPEN: the request is admitted uncounted and a warning
-is logged (at most one per `WARN_EVERY_S` per ingress replica, with a count; never key
-material). Such responses carry `X-RateLimit-Limit` but omit `X-RateLimit-Remaining` and
-`X-RateLimit-Reset`, since nobody counted. Open, not closed, because the limit is about
-fairness: a limiter outage must not take inference down with it. Serve restarts the limiter
-replica by itself, and the next call that reaches it is counted again.
+When the key's limiter shard is unavailable (its replica dead or restarting, its app not
+deployed, or no answer within `timeout_s`) the gate FAILS OPEN: the request is admitted
+uncounted and a warning is logged (at most one per `WARN_EVERY_S` per ingress replica, with a
+count; never key material). Such responses carry `X-RateLimit-Limit` but omit
+`X-RateLimit-Remaining` and `X-RateLimit-Reset`, since nobody counted. Open, not closed,
+because the limit is about fairness: a limiter outage must not take inference down with it.
+Serve restarts the limiter replica by itself, and the next call that reaches it is counted
+again.
 """
 
 from __future__ import annotations
@@ -33,11 +34,10 @@ import logging
 import math
 import time
 from dataclasses import dataclass, replace
-from typing import Any
 
-from ray.serve.handle import DeploymentHandle, DeploymentResponse
 from starlette.requests import Request
 
+from deployments.limiter import LimiterShards
 from shared.errors import ApiError
 from shared.keys import KeyRecord, KeyRing
 from shared.ratelimit import Decision
@@ -99,15 +99,11 @@ class Admission:
     limit: int | None = None  # the key's requests per window on this route, when counted
 
 
-async def _result(response: DeploymentResponse) -> Any:
-    return await response
-
-
 class Gate:
     def __init__(
         self,
         keys: KeyRing,
-        limiter: DeploymentHandle | None = None,
+        limiter: LimiterShards | None = None,
         default_limit: int | None = None,
         timeout_s: float = 0.5,
         first_timeout_s: float = 3.0,
@@ -201,13 +197,9 @@ class Gate:
         self._asked = True
         started = time.perf_counter()
         try:
-            if held or cost != 1:
-                response = self.limiter.top_up.remote(key.id, limit, held, cost)
-            else:
-                response = self.limiter.acquire.remote(key.id, limit)
             # On timeout wait_for cancels the await, which withdraws the call without blocking
             # (DeploymentResponse.cancel() can block the event loop until assignment).
-            decision = await asyncio.wait_for(_result(response), timeout)
+            decision = await asyncio.wait_for(self._call(key, limit, held, cost), timeout)
         except Exception as exc:  # any failure of the limiter, not of the request: fail open
             self._warn(exc)
             return None
@@ -217,6 +209,13 @@ class Gate:
             )
             self._answered = True
         return decision
+
+    async def _call(self, key: KeyRecord, limit: int, held: int, cost: int) -> Decision:
+        assert self.limiter is not None
+        shard = await self.limiter.for_key(key.id)
+        if held or cost != 1:
+            return await shard.top_up.remote(key.id, limit, held, cost)
+        return await shard.acquire.remote(key.id, limit)
 
     def _warn(self, exc: Exception) -> None:
         self._failed_open += 1

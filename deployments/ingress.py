@@ -40,6 +40,7 @@ from deployments.gate import (
     attach_limit_headers,
     limit_headers,
 )
+from deployments.limiter import LimiterShards
 from deployments.metrics import IngressMetrics, RequestMetricsMiddleware
 from deployments.pages import PredictPages
 from deployments.predict_routes import PredictRoutes
@@ -89,7 +90,7 @@ class IngressApp(DeploymentRoutes, PredictRoutes):
         self,
         model: DeploymentHandle,
         config: AppArgs,
-        limiter: DeploymentHandle | None = None,
+        limiters: list[DeploymentHandle] | None = None,
         control: DeploymentHandle | None = None,
     ):
         self.config = config
@@ -107,12 +108,11 @@ class IngressApp(DeploymentRoutes, PredictRoutes):
             _resolve(self.config.registry) if self.config.registry else None
         )
         self.keys = KeyRing(_resolve(self.config.keys_file))
+        limiter = LimiterShards(limiters) if limiters else None
         if limiter is None and dedicated and dedicated.limiter_app:
-            # Without checking that the app exists: a dedicated app may come up first, and
-            # until the limiter answers, keys with their own limit are admitted uncounted.
-            limiter = serve.get_deployment_handle(
-                "Limiter", app_name=dedicated.limiter_app, _check_exists=False
-            )
+            # Keys with a limit of their own are counted by the shared app's limiter; until it
+            # answers, they are admitted uncounted.
+            limiter = LimiterShards.in_app(dedicated.limiter_app)
         shared = config if isinstance(config, SharedArgs) else None
         self.rate_limit = shared.rate_limit.limit() if shared else None
         self.gate = Gate(self.keys, limiter, self.rate_limit.requests if self.rate_limit else None)

@@ -14,6 +14,7 @@ Header meanings (all whole seconds, rounded up so that waiting that long is alwa
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -45,6 +46,13 @@ class Decision:
         if not self.allowed:
             headers["Retry-After"] = str(self.retry_after_s)
         return headers
+
+
+def shard_of(key_id: str, shards: int) -> int:
+    """The limiter shard that counts `key_id`: the same in every process and every run (Python's
+    own `hash` of a str is salted per process, so two ingress replicas would disagree)."""
+    digest = hashlib.blake2b(key_id.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % shards
 
 
 def _whole_seconds(s: float) -> int:

@@ -66,7 +66,7 @@ class App:
         self.ingress = IngressApp(
             self.model,  # type: ignore[arg-type]
             config,
-            FakeLimiter(config.rate_limit.limit()),  # type: ignore[arg-type]
+            [FakeLimiter(config.rate_limit.limit())],  # type: ignore[list-item]
             LocalHandle(self.control),  # type: ignore[arg-type]
         )
         self.handles: list[str] = []

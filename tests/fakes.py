@@ -37,19 +37,23 @@ class _Method:
 class FakeLimiter:
     """The Limiter deployment's handle, counting with the real sliding window."""
 
-    def __init__(self, limit: RateLimit, clock: Callable[[], float] = lambda: 0.0):
+    def __init__(self, limit: RateLimit, clock: Callable[[], float] = lambda: 0.0, shards: int = 1):
         self.window = SlidingWindow(limit)
         self.calls = 0
+        self.keys: set[str] = set()  # every key id it was asked about
         self.acquire = _Method(self._acquire)
         self.top_up = _Method(self._top_up)
+        self.shards = _Method(lambda: shards)
         self.clock = clock
 
     def _acquire(self, key_id: str, limit: int | None):
         self.calls += 1
+        self.keys.add(key_id)
         return self.window.acquire(key_id, self.clock(), limit)
 
     def _top_up(self, key_id: str, limit: int | None, held: int, cost: int):
         self.calls += 1
+        self.keys.add(key_id)
         return self.window.top_up(key_id, self.clock(), limit, held, cost)
 
 

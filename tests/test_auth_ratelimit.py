@@ -77,9 +77,12 @@ def assert_json_error(response: requests.Response, status: int) -> str:
     return body["error"]
 
 
-def test_the_shared_app_runs_two_ingress_replicas_and_one_limiter(server) -> None:
+def test_the_shared_app_runs_two_ingress_replicas_and_one_replica_per_limiter_shard(
+    server,
+) -> None:
     assert len(running_replicas(server, "shared", "Ingress")) == 2
     assert len(running_replicas(server, "shared", "Limiter")) == 1
+    assert len(running_replicas(server, "shared", "Limiter1")) == 1
     assert len(running_replicas(server, "shared", "ModelPool")) == 1  # images_predicted counts it
 
 
@@ -239,13 +242,13 @@ def test_every_401_is_json(server, tiny_png, authorization: str | None, path: st
 
 
 def test_limiter_failure_fails_open_and_recovers(server, tiny_png) -> None:
-    """Kill the Limiter replica's process: requests still pass, uncounted, until Serve has
-    replaced it; then the counting headers come back by themselves."""
+    """Kill the process of the Limiter shard that counts the key: requests still pass,
+    uncounted, until Serve has replaced it; then the counting headers come back by themselves."""
     # Both Ingress replicas must have met the limiter already (their first call may wait
     # longer); on a fresh cluster, a few requests reach both with near certainty.
     for _ in range(8):
         assert "X-RateLimit-Remaining" in server.predict("yolo26n", tiny_png, imgsz=32).headers
-    (limiter,) = running_replicas(server, "shared", "Limiter")
+    (limiter,) = running_replicas(server, "shared", server.limiter_of())
     os.kill(limiter["pid"], signal.SIGKILL)
     saw_fail_open = False
     deadline = time.monotonic() + 120
@@ -261,5 +264,5 @@ def test_limiter_failure_fails_open_and_recovers(server, tiny_png) -> None:
         time.sleep(0.2)
     assert saw_fail_open, "requests right after the kill should have been admitted uncounted"
     assert "X-RateLimit-Remaining" in response.headers, "the limiter did not come back"
-    (replacement,) = running_replicas(server, "shared", "Limiter")
+    (replacement,) = running_replicas(server, "shared", server.limiter_of())
     assert replacement["pid"] != limiter["pid"]

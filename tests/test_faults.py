@@ -243,8 +243,8 @@ def test_killed_limiter_fails_open_then_limits_exactly_again(server, tiny_png: b
         r = server.predict("yolo26n", tiny_png, imgsz=32)
         assert "X-RateLimit-Remaining" in r.headers, r.headers
     ingresses = identities(server, "shared", "Ingress")
-    (limiter,) = replicas(server, "shared", "Limiter")
     key = fresh_key(server, "outage")
+    (limiter,) = replicas(server, "shared", server.limiter_of(key))
     os.kill(limiter["pid"], signal.SIGKILL)
 
     uncounted, statuses = 0, []
@@ -271,7 +271,7 @@ def test_killed_limiter_fails_open_then_limits_exactly_again(server, tiny_png: b
             )
         )
     assert sorted(r.status_code for r in burst) == [200] * LIMIT + [429] * 5
-    (replacement,) = replicas(server, "shared", "Limiter")
+    (replacement,) = replicas(server, "shared", server.limiter_of(key))
     assert replacement["pid"] != limiter["pid"]
     assert identities(server, "shared", "Ingress") == ingresses, "an ingress restarted"
     # And the outage was logged, as documented, without key material.

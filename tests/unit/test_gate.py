@@ -24,6 +24,7 @@ from deployments.gate import (
     Gate,
     RouteRules,
 )
+from deployments.limiter import LimiterShards
 from shared import keys
 from shared.errors import ApiError
 from shared.ratelimit import RateLimit
@@ -45,7 +46,8 @@ def store(tmp_path: Path) -> Path:
 
 def gate_for(store: Path, default: int | None = DEFAULT) -> tuple[Gate, FakeLimiter]:
     limiter = FakeLimiter(RateLimit(DEFAULT, 60))
-    return Gate(keys.KeyRing(store, refresh_s=0), limiter, default), limiter  # type: ignore[arg-type]
+    shards = LimiterShards([limiter])  # type: ignore[list-item]
+    return Gate(keys.KeyRing(store, refresh_s=0), shards, default), limiter
 
 
 def admit(gate: Gate, key: str, rules: RouteRules, model: str | None):
@@ -142,13 +144,16 @@ def test_the_account_summary_counts_only_a_keys_own_limit(store: Path) -> None:
 
 
 def test_an_unreachable_limiter_fails_open(store: Path) -> None:
-    class Down:
+    class Died:
         def remote(self, *args):
             raise RuntimeError("limiter replica died")
 
+    class Down:
+        acquire = Died()
+
     key = keys.create_key(store, "own", rate_limit=1)
-    gate = Gate(keys.KeyRing(store, refresh_s=0), Down(), DEFAULT)  # type: ignore[arg-type]
-    gate.limiter.acquire = gate.limiter  # type: ignore[union-attr]
+    shards = LimiterShards([Down()])  # type: ignore[list-item]
+    gate = Gate(keys.KeyRing(store, refresh_s=0), shards, DEFAULT)
     for _ in range(3):
         admitted = admit(gate, key, DEDICATED_ROUTE, "yolo26n")
         assert admitted.headers == {"X-RateLimit-Limit": "1"}  # uncounted: no Remaining

@@ -53,7 +53,7 @@ def shared_app(store: Path, model: FakeModel | None = None, **args) -> tuple[Tes
     config = SharedArgs(
         keys_file=str(store), rate_limit={"requests": LIMIT, "window_s": 60}, **args
     )
-    ingress = IngressApp(model, config, FakeLimiter(config.rate_limit.limit()))  # type: ignore[arg-type]
+    ingress = IngressApp(model, config, [FakeLimiter(config.rate_limit.limit())])  # type: ignore[arg-type,list-item]
     return client_for(ingress), model
 
 
