@@ -7,7 +7,7 @@ export YOLO_OFFLINE := 1
 export YOLO_AUTOINSTALL := 0
 export YOLO_CONFIG_DIR := /tmp/yolo-endpoints/ultralytics
 
-.PHONY: serve test lint format bench weights
+.PHONY: serve cluster test lint format bench weights
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ weights: $(VENV)/.installed
 
 serve: $(VENV)/.installed weights
 	$(BIN)/yolo-endpoints serve
+
+# `make serve` on a head and two worker nodes of one machine, a proxy on each (docs/scaling.md).
+cluster: $(VENV)/.installed weights
+	$(BIN)/yolo-endpoints cluster
 
 test: $(VENV)/.installed-dev weights
 	$(BIN)/python -m pytest

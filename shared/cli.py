@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         default=16,
         help="Ray's logical CPU budget (replicas time-share real cores)",
     )
+    cluster_cmd = sub.add_parser(
+        "cluster", help="serve serve_config.yaml on a 3-node Ray cluster on this machine"
+    )
+    cluster_cmd.add_argument("--config", default=str(PROJECT_ROOT / "serve_config.yaml"))
     fetch = sub.add_parser("weights", help="fetch and verify the registry's weights")
     fetch.add_argument("models", nargs="*")
     predict = sub.add_parser(
@@ -116,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
 
         return batch_client.main(args, predict.error)
     path = keys_file(args.keys_file)
+    if args.command == "cluster":
+        from shared.cluster_main import run_cluster
+
+        return run_cluster(Path(args.config))
     if args.command == "serve":
         from shared.serve_main import serve
 

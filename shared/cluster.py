@@ -116,7 +116,12 @@ def _head_args(ports: ClusterPorts, num_cpus: int) -> list[str]:
     ]
 
 
-def start_owned_head(ports: ClusterPorts, num_cpus: int = 16) -> subprocess.Popen:
+def start_owned_head(
+    ports: ClusterPorts,
+    num_cpus: int = 16,
+    extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
+) -> subprocess.Popen:
     """A head that lives exactly as long as the returned process (`stop_owned_head` ends it).
 
     `ray start --block` tears its processes down when signalled, so a test session can run its
@@ -129,8 +134,8 @@ def start_owned_head(ports: ClusterPorts, num_cpus: int = 16) -> subprocess.Pope
             "cluster runs here (a `make serve` still running?); stop it first"
         )
     process = subprocess.Popen(
-        [*_head_args(ports, num_cpus), "--block"],
-        env=ray_env(),
+        [*_head_args(ports, num_cpus), *extra_args, "--block"],
+        env={**ray_env(), **(extra_env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

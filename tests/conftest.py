@@ -18,14 +18,18 @@ import requests
 import yaml
 from PIL import Image
 
+from deployments.limiter import shard_name
 from shared import cluster, keys, prometheus
 from shared.assets import example_image
+from shared.ratelimit import shard_of
 from shared.registry import PROJECT_ROOT
 from tests.replica_stats import ReplicaStats
 
 # Several test sessions (or a `make serve`) can share a machine: each picks its own port block.
 PORTS = cluster.ClusterPorts.block(int(os.environ.get("YOLO_TEST_PORT_BASE", "21000")))
 RATE_LIMIT_WINDOW_S = 10
+# Two limiter shards, so that every exactness test also shows keys counted exactly on either.
+LIMITER_SHARDS = 2
 
 
 @dataclass
@@ -49,6 +53,11 @@ class Server:
 
     def url(self, path: str) -> str:
         return self.base_url + path
+
+    def limiter_of(self, key: str | None = None) -> str:
+        """The name of the shared app's Limiter deployment that counts `key`."""
+        record = keys.KeyRing(self.keys_file).authenticate(f"Bearer {key or self.key}")
+        return shard_name(shard_of(record.id, LIMITER_SHARDS))
 
     def headers(self, key: str | None = None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key or self.key}"}
@@ -87,8 +96,12 @@ def test_config(keys_file: Path, state_dir: Path) -> dict:
             # The session's own Prometheus (the `server` fixture), not a `make serve`'s on 9090.
             app["args"]["prometheus_url"] = prometheus.url(PORTS.prometheus)
             # The real 20 per window, in a window short enough to watch roll; two ingress
-            # replicas, so that the limit is shown to hold across replicas.
-            app["args"]["rate_limit"] = {"requests": 20, "window_s": RATE_LIMIT_WINDOW_S}
+            # replicas and two limiter shards, so that the limit is shown to hold across both.
+            app["args"]["rate_limit"] = {
+                "requests": 20,
+                "window_s": RATE_LIMIT_WINDOW_S,
+                "shards": LIMITER_SHARDS,
+            }
             for deployment in app["deployments"]:
                 if deployment["name"] == "Ingress":
                     deployment["num_replicas"] = 2
@@ -161,6 +174,9 @@ def _start_and_deploy(config_path: Path, config: dict):
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "multinode: a 3-node cluster of its own; runs first, before the session's"
+    )
     config.addinivalue_line("markers", "redeploys: changes the running cluster; runs last")
     config.addinivalue_line(
         "markers", "restarts: stops and starts the whole stack; runs after everything else"
@@ -168,11 +184,14 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    # Tests that redeploy the shared cluster go last, so no other test sees them mid-change;
-    # a test that restarts the whole stack goes after them (drivers connected to the first
-    # cluster, such as `model_stats`'s, do not outlive it).
+    # The multi-node tests go first: their cluster is stopped before the session's one-node
+    # cluster starts (both at once would not fit two cores). Tests that redeploy the shared
+    # cluster go last, so no other test sees them mid-change; a test that restarts the whole
+    # stack goes after them (drivers connected to the first cluster, such as `model_stats`'s,
+    # do not outlive it).
     items.sort(
         key=lambda item: (
+            item.get_closest_marker("multinode") is None,
             item.get_closest_marker("restarts") is not None,
             item.get_closest_marker("redeploys") is not None,
         )
