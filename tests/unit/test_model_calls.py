@@ -28,6 +28,46 @@ def test_an_unanswered_call_is_a_504_after_the_timeout() -> None:
     assert caught.value.status == 504 and "timed out" in caught.value.message
 
 
+class _Waiting:
+    """A DeploymentResponse still waiting for Serve's router to pick a replica."""
+
+    def __init__(self) -> None:
+        self._replica_result_future = asyncio.get_running_loop().create_future()
+
+    def __await__(self):
+        return self._replica_result_future.__await__()
+
+
+def test_a_call_no_replica_took_in_time_is_a_503_with_retry_after() -> None:
+    async def scenario() -> None:
+        await _call(_Waiting(), 0.05)
+
+    with pytest.raises(ApiError) as caught:
+        asyncio.run(scenario())
+    assert caught.value.status == 503 and "no replica" in caught.value.message
+    assert caught.value.headers["Retry-After"] == "5"
+
+
+class _Assigned(_Waiting):
+    """A DeploymentResponse a replica took, and never answers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._replica_result_future.set_result(None)
+
+    def __await__(self):
+        return asyncio.Event().wait().__await__()
+
+
+def test_a_call_a_replica_took_but_never_answered_is_a_504() -> None:
+    async def scenario() -> None:
+        await _call(_Assigned(), 0.05)
+
+    with pytest.raises(ApiError) as caught:
+        asyncio.run(scenario())
+    assert caught.value.status == 504
+
+
 def test_the_awaited_call_is_cancelled_on_timeout() -> None:
     async def scenario() -> bool:
         task = asyncio.ensure_future(_never())
