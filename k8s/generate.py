@@ -15,7 +15,10 @@ The Kubernetes config is serve_config.yaml with what differs in a cluster:
 - the control plane's database is on the PersistentVolumeClaim mounted at STATE_DIR on the head
   (k8s/state-pvc.yaml), so API-created deployments outlive the Ray cluster,
 - every model replica takes one GPU (the builders' `num_gpus` argument), and so stacks its
-  batches: a short batch wait pays there, where on CPU it only adds latency.
+  batches: a short batch wait pays there, where on CPU it only adds latency,
+- each app's Ingress replicas and the limiter's shards are what shared/capacity.py plans for
+  its KUBERAY_LOAD (docs/scaling.md): two or more ingress replicas, which also keep an
+  endpoint answering through the loss of a node.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from shared.capacity import KUBERAY_LOAD, plan
 from shared.cluster import CONTROLLER_ENV, EDGE_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,14 +75,28 @@ def kubernetes_config(config: dict[str, Any]) -> dict[str, Any]:
         registry = args.get("registry")
         if isinstance(registry, str) and not registry.startswith("/"):
             args["registry"] = f"{APP_DIR}/{registry}"
-        if app.get("import_path") == SHARED_BUILDER:
+        shared = app.get("import_path") == SHARED_BUILDER
+        if shared:
             args["control_plane"] = {**args.get("control_plane", {}), "database": DATABASE}
+        sized = plan(KUBERAY_LOAD["shared" if shared else "endpoint"])
+        if shared:
+            args["rate_limit"] = {**args.get("rate_limit", {}), "shards": sized.limiter_shards}
+        _set_ingress_replicas(app, sized.ingress_replicas)
         if app.get("import_path") in MODEL_BUILDERS:
             args["num_gpus"] = 1
             for deployment in app.get("deployments", []):
                 if "user_config" in deployment:
                     deployment["user_config"] = dict(GPU_BATCHING)
     return config
+
+
+def _set_ingress_replicas(app: dict[str, Any], replicas: int) -> None:
+    deployments = app.setdefault("deployments", [])
+    ingress = next((d for d in deployments if d["name"] == "Ingress"), None)
+    if ingress is None:
+        ingress = {"name": "Ingress"}
+        deployments.insert(0, ingress)
+    ingress["num_replicas"] = replicas
 
 
 def render(config: dict[str, Any]) -> str:

@@ -412,7 +412,7 @@ def test_serve_config_v2_is_serve_config_with_the_cluster_overrides() -> None:
 
 
 def test_app_args_other_than_the_overrides_are_unchanged() -> None:
-    overridden = {"keys_file", "num_gpus", "registry", "control_plane"}
+    overridden = {"keys_file", "num_gpus", "registry", "control_plane", "rate_limit"}
     local = {
         a["name"]: a
         for a in yaml.safe_load((PROJECT_ROOT / "serve_config.yaml").read_text())["applications"]
@@ -421,13 +421,43 @@ def test_app_args_other_than_the_overrides_are_unchanged() -> None:
         mine = {k: v for k, v in app["args"].items() if k not in overridden}
         theirs = {k: v for k, v in local[app["name"]]["args"].items() if k not in overridden}
         assert mine == theirs
-        # Deployments are the same but for GPU batching, where a model's user_config is set.
+        if "rate_limit" in theirs:
+            assert {**app["args"]["rate_limit"], "shards": None} == {
+                **theirs["rate_limit"],
+                "shards": None,
+            }
+        # Deployments are the same but for GPU batching, where a model's user_config is set,
+        # and the Ingress's replicas (test_the_manifest_is_sized_as_capacity_plans).
         gpu_batching = generator().GPU_BATCHING
         expected = [
             {**d, "user_config": gpu_batching} if "user_config" in d else d
             for d in local[app["name"]].get("deployments", [])
+            if d["name"] != "Ingress"
         ]
-        assert app.get("deployments", []) == expected
+        assert [d for d in app.get("deployments", []) if d["name"] != "Ingress"] == expected
+
+
+def test_the_manifest_is_sized_as_capacity_plans() -> None:
+    """docs/scaling.md's model (shared/capacity.py) for KUBERAY_LOAD is what the manifest sets:
+    each app's Ingress replicas, the limiter's shards, and CPUs enough for all of it."""
+    from shared.capacity import BUSY, KUBERAY_LOAD, plan
+
+    shared_builder = generator().SHARED_BUILDER
+    planned_cores = 0.0
+    for app in serve_config_v2()["applications"]:
+        shared = app["import_path"] == shared_builder
+        sized = plan(KUBERAY_LOAD["shared" if shared else "endpoint"])
+        (ingress,) = [d for d in app["deployments"] if d["name"] == "Ingress"]
+        assert ingress["num_replicas"] == sized.ingress_replicas >= 2
+        if shared:
+            assert app["args"]["rate_limit"]["shards"] == sized.limiter_shards
+        planned_cores += sized.ingress_replicas * BUSY + sized.proxy_cores
+    cluster = one("RayService")["spec"]["rayClusterConfig"]
+    (gpu,) = cluster["workerGroupSpecs"]
+    pod_cpus = float(gpu["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"])
+    # Model replicas take a CPU each beside their GPU; the rest is the ingresses and proxies.
+    model_apps = len(serve_config_v2()["applications"])
+    assert planned_cores + model_apps <= gpu["minReplicas"] * pod_cpus
 
 
 # -- the image -------------------------------------------------------------------------------
