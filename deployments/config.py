@@ -81,6 +81,13 @@ class CommonArgs(BaseModel):
         return tuple(parse_origins(list(value)))
 
 
+# Serve learns that a replica died (its process killed, its node lost) from the next health
+# check: with Serve's 10 s period that added up to 10 s before the replacement even started
+# (tests/test_multinode.py's node loss). A check is one actor call (ModelServer.check_health
+# reads a dict). Every deployment of the project takes this.
+HEALTH_CHECK_PERIOD_S = 2.0
+
+
 class RateLimitArgs(BaseModel):
     """Requests per rolling window per API key (a key's own `rate_limit` overrides `requests`)."""
 

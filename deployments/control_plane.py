@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from ray import serve
 
-from deployments.config import EndpointArgs, SharedArgs
+from deployments.config import HEALTH_CHECK_PERIOD_S, EndpointArgs, SharedArgs
 from deployments.directory import serve_details
 from shared import lifecycle, rollout
 from shared.deployment_store import DeploymentRecord, DeploymentStore, SlugTaken
@@ -468,4 +468,5 @@ ControlPlane = serve.deployment(
     num_replicas=1,
     max_ongoing_requests=100,
     ray_actor_options={"num_cpus": 0, "resources": {"node:__internal_head__": 0.001}},
+    health_check_period_s=HEALTH_CHECK_PERIOD_S,
 )(ControlPlaneApp)

@@ -25,7 +25,7 @@ from starlette.routing import Match, Route
 from deployments import model_calls, openapi
 from deployments.api_routes import api_routes, documented_routes
 from deployments.browser import NoSniffMiddleware, add_cors
-from deployments.config import AppArgs, EndpointArgs, SharedArgs
+from deployments.config import HEALTH_CHECK_PERIOD_S, AppArgs, EndpointArgs, SharedArgs
 from deployments.deployment_routes import DeploymentRoutes
 from deployments.directory import CachedHandles, model_handle
 from deployments.gate import (
@@ -307,5 +307,8 @@ class IngressApp(DeploymentRoutes, PredictRoutes):
 # The Serve deployment: the same class behind Serve's ASGI ingress, named as serve_config.yaml
 # and the dashboards know it.
 Ingress = serve.deployment(
-    name="Ingress", ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=64
+    name="Ingress",
+    ray_actor_options={"num_cpus": 0.1},
+    max_ongoing_requests=64,
+    health_check_period_s=HEALTH_CHECK_PERIOD_S,
 )(serve.ingress()(IngressApp))

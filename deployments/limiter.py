@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
+from deployments.config import HEALTH_CHECK_PERIOD_S
 from shared.ratelimit import Decision, RateLimit, SlidingWindow, shard_of
 
 
@@ -37,6 +38,7 @@ def shard_name(index: int) -> str:
     # Each call is microseconds of work: never queue callers behind a small concurrency cap.
     max_ongoing_requests=1000,
     ray_actor_options={"num_cpus": 0},
+    health_check_period_s=HEALTH_CHECK_PERIOD_S,
 )
 class Limiter:
     def __init__(self, config: RateLimit, shards: int = 1):

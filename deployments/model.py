@@ -22,7 +22,13 @@ import numpy as np
 import ray
 from ray import serve
 
-from deployments.config import DEFAULT_BATCH, AppArgs, EndpointArgs, SharedArgs
+from deployments.config import (
+    DEFAULT_BATCH,
+    HEALTH_CHECK_PERIOD_S,
+    AppArgs,
+    EndpointArgs,
+    SharedArgs,
+)
 from deployments.metrics import ModelMetrics
 from deployments.yolo import LoadedModel, library_versions, load_model, set_torch_threads
 from shared.registry import load_registry
@@ -45,7 +51,11 @@ def _replica_resources() -> tuple[str, int]:
     return device, max(1, math.ceil(cpus))
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 1}, max_ongoing_requests=16)
+@serve.deployment(
+    ray_actor_options={"num_cpus": 1},
+    max_ongoing_requests=16,
+    health_check_period_s=HEALTH_CHECK_PERIOD_S,
+)
 class ModelServer:
     async def __init__(self, args: AppArgs):
         self.registry = load_registry(args.registry)

@@ -85,6 +85,8 @@ class Cluster:
 
 
 def multinode_config(keys_file: Path, state_dir: Path, http_port: int) -> dict:
+    """The session's test config with one proxy per node, and the endpoint as the KubeRay
+    manifest runs it (docs/scaling.md): two ingress replicas, here beside two model replicas."""
     config = multinode.multinode_config(conftest.test_config(keys_file, state_dir))
     config["http_options"]["port"] = http_port
     for app in config["applications"]:
@@ -92,6 +94,7 @@ def multinode_config(keys_file: Path, state_dir: Path, http_port: int) -> dict:
             for deployment in app["deployments"]:
                 if deployment["name"] == "Model":
                     deployment["num_replicas"] = 2
+            app["deployments"].append({"name": "Ingress", "num_replicas": 2})
     return config
 
 
