@@ -18,18 +18,23 @@ import yaml
 
 from shared import cluster, keys, multinode, prometheus, weights
 from shared.registry import PROJECT_ROOT, load_registry
-from shared.serve_main import _curl_example, _keys_file, _stop_like_ctrl_c
+from shared.serve_main import (
+    curl_example,
+    print_prometheus_and_key,
+    served_keys_file,
+    stop_like_ctrl_c,
+)
 
 WORKER_BASE = 6400  # node_a's ports 6400-6405, node_b's 6410-6415
 
 
 def run_cluster(config_path: Path) -> int:
-    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     # Started from a background job, this process inherits SIGINT ignored: Ctrl-C must stop it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     weights.fetch(load_registry().values())
     config = multinode.multinode_config(yaml.safe_load(config_path.read_text()))
-    keys_path = _keys_file(config)
+    keys_path = served_keys_file(config)
     new_key = None if keys.read_store(keys_path) else keys.create_key(keys_path, "default")
     ports = cluster.ClusterPorts(http=int(config.get("http_options", {}).get("port", 8000)))
     state = PROJECT_ROOT / ".state"
@@ -55,13 +60,9 @@ def run_cluster(config_path: Path) -> int:
             name = f"{worker.name}'s proxy"
             print(f"  {name:<21} {worker.base_url}/  (pgid {worker.process.pid})")
         print(f"  Ray dashboard         {ports.dashboard_url}")
-        if prom is not None:
-            print(f"  Prometheus            {prometheus.url(ports.prometheus)}")
-        if new_key:
-            print(f"\nCreated the first API key (shown once, stored hashed in {keys_path}):")
-            print(f"  {new_key}")
+        print_prometheus_and_key(prom, ports, new_key, keys_path)
         print("\nLose a node: kill -9 -<pgid>. Try it:")
-        print(_curl_example(multi.base_url, new_key or "$YOLO_API_KEY", "yolo26n") + "\n")
+        print(curl_example(multi.base_url, new_key or "$YOLO_API_KEY", "yolo26n") + "\n")
         sys.stdout.flush()
         while True:
             time.sleep(3600)

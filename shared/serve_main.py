@@ -15,7 +15,7 @@ from shared.assets import example_image
 from shared.registry import PROJECT_ROOT, load_registry
 
 
-def _curl_example(base: str, key: str, model: str) -> str:
+def curl_example(base: str, key: str, model: str) -> str:
     image = example_image("bus.jpg")
     return (
         f'curl -X POST "{base}/api/models/{model}/predict" \\\n'
@@ -24,7 +24,7 @@ def _curl_example(base: str, key: str, model: str) -> str:
     )
 
 
-def _keys_file(config: dict) -> Path:
+def served_keys_file(config: dict) -> Path:
     """The key store the served config names (the shared app's), as the replicas resolve it."""
     for app in config["applications"]:
         if app.get("args", {}).get("keys_file"):
@@ -33,11 +33,25 @@ def _keys_file(config: dict) -> Path:
     return PROJECT_ROOT / ".keys" / "keys.json"
 
 
+def print_prometheus_and_key(
+    prom: subprocess.Popen | None,
+    ports: cluster.ClusterPorts,
+    new_key: str | None,
+    keys_path: Path,
+) -> None:
+    """The last lines of the "is up" banner: Prometheus when it runs, a key made just now."""
+    if prom is not None:
+        print(f"  Prometheus            {prometheus.url(ports.prometheus)}")
+    if new_key:
+        print(f"\nCreated the first API key (shown once, stored hashed in {keys_path}):")
+        print(f"  {new_key}")
+
+
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _stop_like_ctrl_c(signum: int, frame: object) -> None:
+def stop_like_ctrl_c(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
@@ -62,10 +76,10 @@ def _start_prometheus(ports: cluster.ClusterPorts) -> subprocess.Popen | None:
 
 def serve(config_path: Path, num_cpus: int) -> int:
     # `kill`, `docker stop` and systemd send SIGTERM: shut down as Ctrl-C does, head included.
-    signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
+    signal.signal(signal.SIGTERM, stop_like_ctrl_c)
     weights.fetch(load_registry().values())
     config = yaml.safe_load(config_path.read_text())
-    keys_path = _keys_file(config)
+    keys_path = served_keys_file(config)
     new_key = None
     if not keys.read_store(keys_path):
         new_key = keys.create_key(keys_path, "default")
@@ -101,13 +115,9 @@ def serve(config_path: Path, num_cpus: int) -> int:
                 print(f"  endpoint {app['name']:<12} {base}{app['route_prefix']}/")
         print(f"  Deployments API       {base}/api/deployments/<owner>  (docs/deployments.md)")
         print(f"  Ray metrics           http://127.0.0.1:{ports.metrics}/metrics")
-        if prom is not None:
-            print(f"  Prometheus            {prometheus.url(ports.prometheus)}")
-        if new_key:
-            print(f"\nCreated the first API key (shown once, stored hashed in {keys_path}):")
-            print(f"  {new_key}")
+        print_prometheus_and_key(prom, ports, new_key, keys_path)
         shown = new_key or "$YOLO_API_KEY"
-        print("\nTry it:\n" + _curl_example(base, shown, "yolo26n") + "\n", flush=True)
+        print("\nTry it:\n" + curl_example(base, shown, "yolo26n") + "\n", flush=True)
         return runner.wait()
     except KeyboardInterrupt:
         runner.send_signal(signal.SIGINT)
