@@ -35,6 +35,7 @@ import math
 import time
 from dataclasses import dataclass, replace
 
+from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 
 from deployments.limiter import LimiterShards
@@ -45,6 +46,7 @@ from shared.ratelimit import Decision
 logger = logging.getLogger("ray.serve")
 
 WARN_EVERY_S = 10.0
+DISCOVERY = 0  # in Gate._asked: the shard count asked of another app (no object's id() is 0)
 MAX_REFUSED_KEYS = 100_000  # refusals remembered per ingress replica (expired ones go first)
 
 
@@ -112,12 +114,12 @@ class Gate:
         self.limiter = limiter
         self.default_limit = default_limit  # requests per window; None: the app has none
         self.timeout_s = timeout_s
-        # A replica's first handle call also sets up Serve's router for it, which takes longer
-        # than an answer does; judge availability on the steady state only. Only the first
-        # call gets the long wait, answered or not: a limiter app that is not deployed must
-        # not cost every request seconds.
+        # A replica's first call to each limiter shard also sets up Serve's router for it,
+        # which takes longer than an answer does; judge availability on the steady state only.
+        # Only the first call to each gets the long wait, answered or not: a limiter app that
+        # is not deployed must not cost every request seconds.
         self.first_timeout_s = first_timeout_s
-        self._asked = False
+        self._asked: set[int] = set()  # id() of each shard asked once; DISCOVERY for the count
         self._answered = False
         self._failed_open = 0
         self._last_warning = -WARN_EVERY_S
@@ -193,13 +195,17 @@ class Gate:
     async def _ask(self, key: KeyRecord, limit: int, held: int, cost: int) -> Decision | None:
         """The limiter's decision, or None when it cannot give one in time (fail open)."""
         assert self.limiter is not None
-        timeout = self.timeout_s if self._asked else self.first_timeout_s
-        self._asked = True
         started = time.perf_counter()
         try:
+            # Immediate once the shards are known; before, another app's shard 0 is asked.
+            shard = await asyncio.wait_for(
+                self.limiter.for_key(key.id), self._timeout_for(DISCOVERY)
+            )
             # On timeout wait_for cancels the await, which withdraws the call without blocking
             # (DeploymentResponse.cancel() can block the event loop until assignment).
-            decision = await asyncio.wait_for(self._call(key, limit, held, cost), timeout)
+            decision = await asyncio.wait_for(
+                self._call(shard, key, limit, held, cost), self._timeout_for(id(shard))
+            )
         except Exception as exc:  # any failure of the limiter, not of the request: fail open
             self._warn(exc)
             return None
@@ -210,9 +216,16 @@ class Gate:
             self._answered = True
         return decision
 
-    async def _call(self, key: KeyRecord, limit: int, held: int, cost: int) -> Decision:
-        assert self.limiter is not None
-        shard = await self.limiter.for_key(key.id)
+    def _timeout_for(self, what: int) -> float:
+        if what in self._asked:
+            return self.timeout_s
+        self._asked.add(what)
+        return self.first_timeout_s
+
+    @staticmethod
+    async def _call(
+        shard: DeploymentHandle, key: KeyRecord, limit: int, held: int, cost: int
+    ) -> Decision:
         if held or cost != 1:
             return await shard.top_up.remote(key.id, limit, held, cost)
         return await shard.acquire.remote(key.id, limit)

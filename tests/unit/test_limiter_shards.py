@@ -55,6 +55,16 @@ def test_shard_zero_keeps_the_unsharded_name() -> None:
     assert [shard_name(i) for i in range(3)] == ["Limiter", "Limiter1", "Limiter2"]
 
 
+def _keys_on_every_shard(store: Path, shards: int, rate_limit: int | None = None) -> list[str]:
+    """New keys (random, as ever) until every shard counts at least two of them."""
+    ring = keys.KeyRing(store, refresh_s=0)
+    made: dict[int, list[str]] = {}
+    while len(made) < shards or min(len(k) for k in made.values()) < 2:
+        key = keys.create_key(store, f"k{secrets.token_hex(4)}", rate_limit=rate_limit)
+        made.setdefault(shard_of(ring.authenticate(f"Bearer {key}").id, shards), []).append(key)
+    return [key for group in made.values() for key in group]
+
+
 def _admitted(gate: Gate, key: str, tries: int) -> int:
     admitted = 0
     for _ in range(tries):
@@ -70,7 +80,7 @@ def test_each_key_is_counted_exactly_by_its_own_shard(tmp_path: Path) -> None:
     store = tmp_path / "keys.json"
     shards = [FakeLimiter(RateLimit(LIMIT, 60)) for _ in range(4)]
     gate = Gate(keys.KeyRing(store, refresh_s=0), LimiterShards(shards), LIMIT)  # type: ignore[arg-type]
-    api_keys = [keys.create_key(store, f"k{n}") for n in range(24)]
+    api_keys = _keys_on_every_shard(store, 4)
     ring = keys.KeyRing(store, refresh_s=0)
     for key in api_keys:
         assert _admitted(gate, key, LIMIT + 2) == LIMIT
@@ -102,7 +112,7 @@ def test_another_app_learns_the_shard_count_before_counting(
     monkeypatch.setattr(limiter_module.serve, "get_deployment_handle", handle)
     store = tmp_path / "keys.json"
     gate = Gate(keys.KeyRing(store, refresh_s=0), LimiterShards.in_app("shared"), None)
-    own = [keys.create_key(store, f"own{n}", rate_limit=LIMIT) for n in range(9)]
+    own = _keys_on_every_shard(store, 3, rate_limit=LIMIT)
     assert _admitted(gate, own[0], 5) == 5  # uncounted while shard 0 cannot answer
     assert sum(s.calls for s in shards.values()) == 0
 
@@ -110,3 +120,45 @@ def test_another_app_learns_the_shard_count_before_counting(
     for key in own:
         assert _admitted(gate, key, LIMIT + 1) == LIMIT
     assert all(s.keys for s in shards.values())
+
+
+class _Slow:
+    """A shard whose every answer takes `delay_s` (Serve's router set-up, a busy replica)."""
+
+    def __init__(self, delay_s: float):
+        self.inner = FakeLimiter(RateLimit(LIMIT, 60))
+        self.delay_s = delay_s
+        self.acquire = self
+
+    def remote(self, key_id: str, limit: int | None):
+        return self._answer(key_id, limit)
+
+    async def _answer(self, key_id: str, limit: int | None):
+        await asyncio.sleep(self.delay_s)
+        return self.inner.window.acquire(key_id, 0.0, limit)
+
+
+def test_the_first_call_to_each_shard_gets_the_long_wait(tmp_path: Path) -> None:
+    """Each shard's first call may take as long as a router's set-up; later ones may not."""
+    store = tmp_path / "keys.json"
+    shards = [_Slow(0.05), _Slow(0.05)]
+    gate = Gate(
+        keys.KeyRing(store, refresh_s=0),
+        LimiterShards(shards),  # type: ignore[arg-type]
+        LIMIT,
+        timeout_s=0.01,
+        first_timeout_s=5.0,
+    )
+    ring = keys.KeyRing(store, refresh_s=0)
+    by_shard: dict[int, str] = {}
+    while len(by_shard) < 2:
+        key = keys.create_key(store, f"k{len(by_shard)}-{secrets.token_hex(2)}")
+        by_shard.setdefault(shard_of(ring.authenticate(f"Bearer {key}").id, 2), key)
+
+    async def remaining(key: str) -> str | None:
+        admission = await gate.admit(f"Bearer {key}", SHARED_ROUTE, "yolo26n")
+        return admission.headers.get("X-RateLimit-Remaining")
+
+    for key in by_shard.values():
+        assert asyncio.run(remaining(key)) == str(LIMIT - 1)  # first: waited for, counted
+        assert asyncio.run(remaining(key)) is None  # then too slow: admitted uncounted
