@@ -8,7 +8,6 @@ machine's cores are still all there is.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import sys
 import time
@@ -22,6 +21,7 @@ from shared.serve_main import (
     curl_example,
     print_prometheus_and_key,
     served_keys_file,
+    start_prometheus,
     stop_like_ctrl_c,
 )
 
@@ -48,10 +48,7 @@ def run_cluster(config_path: Path) -> int:
         return 1
     prom = None
     try:
-        with contextlib.suppress(RuntimeError):  # without Prometheus, serving goes on
-            targets = [f"127.0.0.1:{ports.metrics}"]
-            targets += [f"127.0.0.1:{w.ports.metrics}" for w in multi.workers]
-            prom = prometheus.start(ports.prometheus, targets, state / "prometheus")
+        prom = start_prometheus(ports, [w.ports.metrics for w in multi.workers])
         cluster.deploy(deployed, ports)
         cluster.wait_running(ports, [a["name"] for a in config["applications"]])
         print("\nYOLO Endpoints is up on 3 Ray nodes (a head and two workers):")

@@ -55,9 +55,12 @@ def stop_like_ctrl_c(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _start_prometheus(ports: cluster.ClusterPorts) -> subprocess.Popen | None:
-    """Prometheus beside the head, scraping its metrics export; without it (no binary, port
-    taken) serving goes on, and only the deployments API's metrics answer 503."""
+def start_prometheus(
+    ports: cluster.ClusterPorts, node_metrics_ports: list[int] | None = None
+) -> subprocess.Popen | None:
+    """Prometheus beside the head, scraping its metrics export (and each other node's, by
+    port); without it (no binary, port taken) serving goes on, and only the deployments API's
+    metrics answer 503."""
     try:
         binary = prometheus.find_binary()
         if binary is None:
@@ -65,7 +68,7 @@ def _start_prometheus(ports: cluster.ClusterPorts) -> subprocess.Popen | None:
             binary = prometheus.fetch_binary()
         return prometheus.start(
             ports.prometheus,
-            [f"127.0.0.1:{ports.metrics}"],
+            [f"127.0.0.1:{port}" for port in [ports.metrics, *(node_metrics_ports or [])]],
             PROJECT_ROOT / ".state" / "prometheus",
             binary=binary,
         )
@@ -95,7 +98,7 @@ def serve(config_path: Path, num_cpus: int) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     try:
-        prom = _start_prometheus(ports)
+        prom = start_prometheus(ports)
     except BaseException:
         cluster.stop_owned_head(head)
         raise

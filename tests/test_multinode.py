@@ -60,7 +60,7 @@ class Cluster:
     config: dict
 
     def proxy(self, node: str) -> Proxy:
-        """ "head", or a worker's name."""
+        """The proxy of the head ("head") or of a worker (its name)."""
         if node == "head":
             return Proxy(self.multi.base_url, self.key)
         return Proxy(self.multi.worker(node).base_url, self.key)
@@ -121,12 +121,7 @@ def three_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def _wait_answering(proxy: Proxy, timeout_s: float = 60) -> None:
     """A worker's proxy starts once its node has replicas: wait for it to route."""
     deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            if requests.get(proxy.url("/-/healthz"), timeout=5).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
+    while not _answers(proxy):
         if time.monotonic() > deadline:
             raise TimeoutError(f"no proxy answers at {proxy.base_url}")
         time.sleep(0.5)
