@@ -15,19 +15,29 @@ k8s/generate.py), and so sees each request before the proxy does:
   at all) a 503 with Retry-After. Everything else passes through untouched, streams included;
 - the headers by which a caller could steer Serve itself (its per-request timeout, which 0
   turns off, disconnect handling, replica affinity) are dropped: they are for a trusted hop
-  (HAProxy in front of the proxy), never for clients.
+  (HAProxy in front of the proxy), never for clients;
+- a rejection the ingress says holds (shared/holds.py: a spent key's 429 until its retry time,
+  an unknown key's 401 until the key store is next read) is answered here for that key and
+  route until then: a flood of them costs the proxy's HTTP parsing only, not a trip through
+  Serve's router and an ingress replica each (bench/README.md has the figures).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from shared import holds
+from shared.holds import HeldAnswers
 from shared.limits import MB, body_cap, too_large_message
 from shared.settings import settings
 
@@ -55,6 +65,15 @@ _SERVE_CONTROL = {
     b"serve_multiplexed_model_id",
     b"serve-multiplexed-model-id",
 }
+# ... and the one the ingress takes to mean "this edge honours holds", which only we may send.
+_DROPPED = _SERVE_CONTROL | {holds.EDGE_HEADER}
+_ASKS_FOR_HOLDS = (holds.EDGE_HEADER, b"1")
+# A held answer to a request whose body is at most this is sent once the body is read, so the
+# connection stays open; a bigger body is not read: answered, and the connection closed.
+HELD_READ_BYTES = 64 * 1024
+# When a hold runs out one request asks the ingress again; the others with the same key wait
+# this long for its answer before going on by themselves.
+ASK_WAIT_S = 1.0
 # Headers of a translated error that describe the old body, or that the JSON answer sets itself.
 _REPLACED = {b"content-type", b"content-length", b"transfer-encoding", b"x-content-type-options"}
 
@@ -129,19 +148,33 @@ def translated(start: Message, text: bytes) -> tuple[Message, Message]:
     return json_error(status, message, headers)
 
 
+Holding = Callable[[holds.Hold, int, list[tuple[bytes, bytes]], bytes], object]
+
+
 class _Outbound:
     """The downstream app's `send`: passes a response through, or holds a plain-text error
-    (a few hundred bytes from the proxy) to send it as JSON once complete."""
+    (a few hundred bytes from the proxy) to send it as JSON once complete. A response with a
+    hold loses its hold header here, and is handed to `holding` once its body is complete."""
 
-    __slots__ = ("held", "send", "started", "text")
+    __slots__ = ("body", "held", "hold", "holding", "send", "start", "started", "text")
 
-    def __init__(self, send: Send) -> None:
+    def __init__(self, send: Send, holding: Holding | None = None) -> None:
         self.send = send
+        self.holding = holding
         self.started = False
         self.held: Message | None = None
         self.text = bytearray()
+        self.hold: holds.Hold | None = None
+        self.start: Message | None = None
+        self.body = bytearray()
 
     async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and any(
+            name.lower() == holds.HOLD_HEADER for name, _ in message.get("headers", ())
+        ):
+            message = self._take_hold(message)
+        elif self.hold is not None and message["type"] == "http.response.body":
+            self._collect(message)
         if self.held is not None:
             if message["type"] == "http.response.body":
                 room = MAX_ERROR_TEXT * 4 - len(self.text)  # UTF-8: up to 4 bytes a character
@@ -156,6 +189,26 @@ class _Outbound:
                 self.held = message
                 return
         await self.send(message)
+
+    def _take_hold(self, start: Message) -> Message:
+        headers = []
+        for name, value in start.get("headers", ()):
+            if name.lower() == holds.HOLD_HEADER:
+                self.hold = holds.decode(value) if self.holding is not None else None
+            else:
+                headers.append((name, value))
+        start = {**start, "headers": headers}
+        self.start = start
+        return start
+
+    def _collect(self, message: Message) -> None:
+        assert self.hold is not None and self.start is not None and self.holding is not None
+        self.body += message.get("body", b"")
+        if len(self.body) > holds.MAX_BODY:
+            self.hold = None  # not a rejection the edge repeats
+        elif not message.get("more_body", False):
+            self.holding(self.hold, self.start["status"], self.start["headers"], bytes(self.body))
+            self.hold = None
 
     async def _flush(self) -> None:
         held, self.held = self.held, None
@@ -189,6 +242,15 @@ def _body_limit(limit: int) -> BodyLimit:
     return BodyLimit(body_cap(limit), too_large_message(limit))
 
 
+@dataclass(frozen=True)
+class _Arrival:
+    at: float  # when the edge received the request: holds count from then
+    held_key: bytes
+    length: int | None  # declared Content-Length
+    chunked: bool
+    limit: BodyLimit
+
+
 class EdgeGuard:
     """Pure ASGI middleware for the Serve proxy; `middlewares()` is the proxy callback."""
 
@@ -197,8 +259,14 @@ class EdgeGuard:
         app: ASGIApp,
         max_upload_bytes: int | None = None,
         max_video_bytes: int | None = None,
+        count_held: Callable[[str, int], None] | None = None,
     ) -> None:
         self.app = app
+        self.held = HeldAnswers()
+        # Keys whose hold ran out, while one request asks again (set when its answer is in).
+        self.asking: dict[bytes, asyncio.Future[None]] = {}
+        # (application, status) of each answer given from `held`: the proxy's own metric.
+        self.count_held = count_held or _held_answers_metric()
         # Read once here: the proxy builds its middleware stack once, at start.
         if max_upload_bytes is None:
             max_upload_bytes = int(settings().max_upload_mb * MB)
@@ -221,10 +289,9 @@ class EdgeGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        if any(name in _SERVE_CONTROL for name, _ in scope["headers"]):
-            headers = [(n, v) for n, v in scope["headers"] if n not in _SERVE_CONTROL]
-            scope = {**scope, "headers": headers}
-        frame = framing(scope["headers"])
+        received_at = time.monotonic()
+        headers = [(n, v) for n, v in scope["headers"] if n not in _DROPPED]
+        frame = framing(headers)
         if frame is None:
             await _refuse(send, 400, INVALID_FRAMING)
             return
@@ -233,12 +300,43 @@ class EdgeGuard:
         if length is not None and length > limit.cap:
             await _refuse(send, 413, limit.message)
             return
-        if chunked or length:
-            replay = await self._read_body(receive, send, limit)
+        held_key = _held_key(scope, headers)
+        answer = self.held.answer(held_key, received_at)
+        asks = False
+        if answer is None and self.held.ran_out(held_key, received_at):
+            answer, asks = await self._ask_again(held_key)
+        if answer is not None:
+            await self._answer_held(answer, length, chunked, receive, send)
+            return
+        try:
+            arrival = _Arrival(received_at, held_key, length, chunked, limit)
+            await self._forward(scope, headers, arrival, receive, send)
+        finally:
+            if asks:
+                self._asked(held_key)
+
+    async def _forward(
+        self,
+        scope: Scope,
+        headers: list[tuple[bytes, bytes]],
+        arrival: _Arrival,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """On to Serve's proxy: the body counted against the cap, and a hold of the answer
+        filed from when the request arrived."""
+        if arrival.chunked or arrival.length:
+            replay = await self._read_body(receive, send, arrival.limit)
             if replay is None:
                 return
             receive = replay
-        outbound = _Outbound(send)
+        headers.append(_ASKS_FOR_HOLDS)
+        scope = {**scope, "headers": headers}
+
+        def holding(hold: holds.Hold, status: int, headers: list, body: bytes) -> None:
+            self.held.hold(arrival.held_key, arrival.at, hold, status, headers, body)
+
+        outbound = _Outbound(send, holding)
         try:
             await self.app(scope, receive, outbound)
         except Exception:
@@ -246,6 +344,45 @@ class EdgeGuard:
                 raise  # mid-response: uvicorn closes the connection, the only honest answer
             logger.warning("Request failed before its response; answering 503", exc_info=True)
         await outbound.finish()
+
+    async def _ask_again(self, key: bytes) -> tuple[holds.Answer | None, bool]:
+        """(answer, asks) for a key whose hold ran out. One request asks the ingress again; the
+        others wait for its answer, held again or not, instead of a whole flood's requests in
+        flight at that moment each making the round trip."""
+        asking = self.asking.get(key)
+        if asking is None:
+            self.asking[key] = asyncio.get_running_loop().create_future()
+            return None, True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(asking), ASK_WAIT_S)
+        return self.held.answer(key, time.monotonic()), False
+
+    def _asked(self, key: bytes) -> None:
+        """The asking request is done: held again, or else nothing is held for the key."""
+        asking = self.asking.pop(key, None)
+        if self.held.ran_out(key, time.monotonic()):
+            self.held.forget(key)
+        if asking is not None and not asking.done():
+            asking.set_result(None)
+
+    async def _answer_held(
+        self, answer: holds.Answer, length: int | None, chunked: bool, receive: Receive, send: Send
+    ) -> None:
+        """A held answer: after a small body is read, so the connection stays open; before a
+        big one, closing the connection (the body is never worth reading for a rejection)."""
+        headers = answer.headers
+        if chunked or (length or 0) > HELD_READ_BYTES:
+            headers = [*headers, (b"connection", b"close")]
+        elif length:
+            more = True
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client left: nobody to answer
+                more = message.get("more_body", False)
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body})
+        self.count_held(answer.application, answer.status)
 
     async def _read_body(self, receive: Receive, send: Send, limit: BodyLimit) -> Receive | None:
         """The whole body, counted as it comes: a `receive` that replays it, or None once
@@ -279,6 +416,33 @@ async def _refuse(send: Send, status: int, message: str) -> None:
     # body as the next request.
     for part in json_error(status, message, [(b"connection", b"close")]):
         await send(part)
+
+
+def _held_key(scope: Scope, headers: list[tuple[bytes, bytes]]) -> bytes:
+    authorization = origin = None
+    for name, value in headers:
+        if name == b"authorization":
+            authorization = value
+        elif name == b"origin":
+            origin = value
+    target = scope.get("path", "") + "?" + scope.get("query_string", b"").decode("latin-1")
+    return holds.held_key(scope["method"].encode(), target, authorization, origin)
+
+
+def _held_answers_metric() -> Callable[[str, int], None]:
+    """`ray_yolo_held_answers_total{application, status}` from this proxy process: the 401s and
+    429s it answered from holds, which no ingress replica counted."""
+    # Imported here: unit tests build the guard without Ray's metrics machinery.
+    from ray.util.metrics import Counter
+
+    from deployments.metrics import HELD_ANSWERS
+
+    counter = Counter(HELD_ANSWERS.name, HELD_ANSWERS.description, tag_keys=HELD_ANSWERS.tags)
+
+    def count(application: str, status: int) -> None:
+        counter.inc(tags={"application": application, "status": str(status)})
+
+    return count
 
 
 def middlewares() -> list[Middleware]:

@@ -16,6 +16,8 @@ A key the limiter has refused is answered 429 by the ingress replica itself unti
 "retry in" has passed: rejected requests are not counted, so nothing can admit the key before
 then and the answer is exact (a spent key hammering the service costs no limiter round trip).
 The deadline is taken from when the refused call was sent, so it never outlasts the limiter's.
+Such a 429, and every 401 of the key itself, carries a `Hold` (shared/holds.py) that lets the
+proxy's edge repeat it until then without asking any ingress replica.
 
 When the key's limiter shard is unavailable (its replica dead or restarting, its app not
 deployed, or no answer within `timeout_s`) the gate FAILS OPEN: the request is admitted
@@ -31,17 +33,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ray.serve.handle import DeploymentHandle
 from starlette.requests import Request
 
 from deployments.limiter import LimiterShards
 from shared.errors import ApiError
+from shared.holds import Hold
 from shared.keys import KeyRecord, KeyRing
-from shared.ratelimit import Decision
+from shared.ratelimit import Decision, Refused, refusal_message
 
 logger = logging.getLogger("ray.serve")
 
@@ -76,22 +78,6 @@ ACCOUNT_ROUTE = RouteRules(default_limit=False, checks_model=False)
 # `GET` and `POST /api/deployments/{owner}`: the owner's deployments name no model (the list
 # filters by the key's models instead); management is no prediction, so uncounted by default.
 DEPLOYMENTS_ROUTE = RouteRules(default_limit=False, checks_model=False)
-
-
-@dataclass(frozen=True)
-class Refused:
-    """The limiter's last refusal of a key, good until `until` (this process's clock)."""
-
-    until: float
-    refusal: Decision
-
-    def decision(self, limit: int, now: float) -> Decision | None:
-        """The refusal as of `now`, or None once it has run out (or the key's limit changed)."""
-        left = self.until - now
-        if left <= 0 or limit != self.refusal.limit:
-            return None
-        wait = max(1, math.ceil(left))
-        return replace(self.refusal, reset_s=wait, retry_after_s=wait, wait_s=left)
 
 
 @dataclass(frozen=True)
@@ -145,7 +131,11 @@ class Gate:
         workspace whose keys alone may reach it (an API-created deployment's); another
         owner's key gets the same 404.
         """
-        key = self.keys.authenticate(authorization)
+        try:
+            key = self.keys.authenticate(authorization)
+        except ApiError as exc:
+            exc.hold = Hold(401, self.keys.fresh_for(time.monotonic()))
+            raise
         limit = self.limit_for(key, rules)
         headers = await self._count(key, limit)
         counted = limit if "X-RateLimit-Remaining" in headers else None
@@ -174,15 +164,17 @@ class Gate:
         if refused is not None and cost == 1 and not held:
             local = refused.decision(limit, time.monotonic())
             if local is not None:
-                raise ApiError(429, _refusal(local, cost), local.headers())
+                raise _refused(local, refused.until)
         asked_at = time.monotonic()
         decision = await self._ask(key, limit, held, cost)
         if decision is None:
             return {"X-RateLimit-Limit": str(limit)}
         if not decision.allowed:
             if cost == 1 and not held:  # a refusal of several may leave room for one
-                self._remember(key.id, Refused(asked_at + decision.wait_s, decision))
-            raise ApiError(429, _refusal(decision, cost), decision.headers())
+                until = asked_at + decision.wait_s
+                self._remember(key.id, Refused(until, decision))
+                raise _refused(decision, until)
+            raise ApiError(429, refusal_message(decision, cost), decision.headers())
         return decision.headers()
 
     def _remember(self, key_id: str, refused: Refused) -> None:
@@ -243,18 +235,10 @@ class Gate:
             self._failed_open = 0
 
 
-def _refusal(decision: Decision, cost: int) -> str:
-    rate = f"{decision.limit} requests per {decision.window_s:g} s per API key"
-    if cost > decision.limit:
-        return (
-            f"Rate limited: {cost} images count as {cost} requests, over this key's {rate}; "
-            "send fewer images per request, or use a dedicated endpoint"
-        )
-    what = f"{cost} images count as {cost} requests; " if cost > 1 else ""
-    return (
-        f"Rate limited: {what}{rate}; retry in {decision.retry_after_s} s, "
-        "or use a dedicated endpoint"
-    )
+def _refused(decision: Decision, until: float) -> ApiError:
+    """The 429 of a refused single request, held (for an edge) until the refusal runs out."""
+    hold = Hold(429, until - time.monotonic(), refusal=decision)
+    return ApiError(429, refusal_message(decision), decision.headers(), hold)
 
 
 # The route's admission headers travel in the request scope, so the exception handlers can put

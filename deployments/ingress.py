@@ -11,10 +11,12 @@ import logging
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from ray import serve
+from ray.serve.exceptions import RayServeException
 from ray.serve.handle import DeploymentHandle
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -46,6 +48,7 @@ from deployments.pages import PredictPages
 from deployments.predict_routes import PredictRoutes
 from deployments.response_check import add_response_check
 from deployments.uploads import UrlSources
+from shared import holds
 from shared.cached_probe import CachedProbe
 from shared.errors import ApiError
 from shared.keys import KeyRing
@@ -76,6 +79,13 @@ async def ping_model(model: DeploymentHandle, timeout_s: float) -> Ping:
 def _resolve(path: str) -> Path:
     p = Path(path)
     return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def _serve_app_name() -> str:
+    try:
+        return serve.get_replica_context().app_name
+    except RayServeException:  # built in-process by the tests, outside any replica
+        return ""
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
@@ -130,6 +140,7 @@ class IngressApp(DeploymentRoutes, PredictRoutes):
         self.model_handle = CachedHandles(model_handle)  # tests reach stand-ins instead
         self.deployment_probes: dict[str, CachedProbe[Ping]] = {}  # endpoint name -> its probe
         self.metrics = IngressMetrics()
+        self.app_name = _serve_app_name()  # named in holds, for the edge's metric
         self._openapi: dict[str, dict[str, Any]] = {}  # root path -> document
 
     # -- the ASGI app, built per replica so routes can use this instance ---------------------
@@ -161,7 +172,11 @@ class IngressApp(DeploymentRoutes, PredictRoutes):
 
     async def _api_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
-        return error_response(exc.status, exc.message, {**limit_headers(request), **exc.headers})
+        headers = {**limit_headers(request), **exc.headers}
+        if exc.hold is not None and holds.EDGE_HEADER.decode() in request.headers:
+            hold = replace(exc.hold, application=self.app_name)
+            headers[holds.HOLD_HEADER.decode()] = holds.encode(hold).decode()
+        return error_response(exc.status, exc.message, headers)
 
     async def _http_error(self, request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)

@@ -63,6 +63,13 @@ RECEIVED_BYTES = MetricSpec(
 )
 UNAUTHORIZED = MetricSpec("yolo_unauthorized", "counter", "Requests answered 401.")
 RATE_LIMITED = MetricSpec("yolo_rate_limited", "counter", "Requests answered 429.")
+# The proxy's edge (deployments/edge.py): rejections answered from the ingress's holds.
+HELD_ANSWERS = MetricSpec(
+    "yolo_held_answers",
+    "counter",
+    "401s and 429s the HTTP proxy answered itself, from holds the ingress gave it.",
+    ("application", "status"),
+)
 # Ingress: per decoded image.
 IMAGES = MetricSpec("yolo_images", "counter", "Images decoded, by format.", ("format",))
 DECODE_SECONDS = _latency("yolo_decode_seconds", "Image decode time.", ("format",))
@@ -118,7 +125,8 @@ MODEL_METRICS = (
     MODEL_LOADS,
     MODEL_LOAD_SECONDS,
 )
-ALL_METRICS = INGRESS_METRICS + MODEL_METRICS
+PROXY_METRICS = (HELD_ANSWERS,)
+ALL_METRICS = INGRESS_METRICS + MODEL_METRICS + PROXY_METRICS
 
 
 def _build(spec: MetricSpec) -> Counter | Histogram:

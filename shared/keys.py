@@ -279,6 +279,10 @@ class KeyRing:
                 return
             self._stamp = stamp
 
+    def fresh_for(self, now: float) -> float:
+        """Seconds until this ring next looks at the store: what it answers stands until then."""
+        return max(0.0, self.refresh_s - (now - self._checked))
+
     def authenticate(self, header: str | None) -> KeyRecord:
         token = bearer_token(header)
         self._refresh()

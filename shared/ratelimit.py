@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,42 @@ class Decision:
         if not self.allowed:
             headers["Retry-After"] = str(self.retry_after_s)
         return headers
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The limiter's last refusal of a key, good until `until` (its holder's clock).
+
+    Rejected requests are not counted, so nothing can admit the key before then: whoever holds
+    this may answer the key's next requests itself with `decision()` (the ingress replica, and
+    the proxy's edge once told, deployments/edge.py).
+    """
+
+    until: float
+    refusal: Decision
+
+    def decision(self, limit: int, now: float) -> Decision | None:
+        """The refusal as of `now`, or None once it has run out (or the key's limit changed)."""
+        left = self.until - now
+        if left <= 0 or limit != self.refusal.limit:
+            return None
+        wait = max(1, math.ceil(left))
+        return replace(self.refusal, reset_s=wait, retry_after_s=wait, wait_s=left)
+
+
+def refusal_message(decision: Decision, cost: int = 1) -> str:
+    """The 429's message for a refusal of `cost` requests."""
+    rate = f"{decision.limit} requests per {decision.window_s:g} s per API key"
+    if cost > decision.limit:
+        return (
+            f"Rate limited: {cost} images count as {cost} requests, over this key's {rate}; "
+            "send fewer images per request, or use a dedicated endpoint"
+        )
+    what = f"{cost} images count as {cost} requests; " if cost > 1 else ""
+    return (
+        f"Rate limited: {what}{rate}; retry in {decision.retry_after_s} s, "
+        "or use a dedicated endpoint"
+    )
 
 
 def shard_of(key_id: str, shards: int) -> int:

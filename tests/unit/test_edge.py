@@ -8,14 +8,19 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 import uvicorn
 import yaml
 
-from deployments.edge import EdgeGuard, middlewares
+from deployments import edge as edge_module
+from deployments.edge import HELD_READ_BYTES, EdgeGuard, middlewares
+from shared import holds
 from shared.cluster import EDGE_ENV, ray_env
+from shared.holds import Hold
 from shared.limits import MB, body_cap
+from shared.ratelimit import Decision
 from shared.registry import PROJECT_ROOT
 
 LIMIT = 1 * MB
@@ -428,6 +433,7 @@ def test_headers_that_steer_serve_itself_never_reach_the_proxy() -> None:
         (b"x-request-disconnect-disabled", b"?1"),
         (b"serve_multiplexed_model_id", b"yolo26n"),
         (b"x-session-id", b"pin-me"),
+        (b"x-yolo-edge", b"forged"),
     ]
     scope = {"type": "http", "method": "GET", "path": "/", "headers": headers}
 
@@ -438,4 +444,163 @@ def test_headers_that_steer_serve_itself_never_reach_the_proxy() -> None:
         pass
 
     asyncio.run(EdgeGuard(app, max_upload_bytes=MB)(scope, receive, send))
-    assert seen == [[(b"authorization", b"Bearer x")]]
+    # ... and only the edge itself tells the ingress that it honours holds.
+    assert seen == [[(b"authorization", b"Bearer x"), (b"x-yolo-edge", b"1")]]
+
+
+# -- held rejections: answered here once the ingress says they hold ---------------------------
+def held_429(seconds: float = 30.0) -> list[dict]:
+    body = holds.json_body("Rate limited: 20 requests per 60 s per API key; retry in 30 s, ...")
+    hold = holds.encode(Hold(429, seconds, "shared", Decision(False, 20, 0, 30, 30, 60.0)))
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", b"%d" % len(body)),
+        (b"x-ratelimit-limit", b"20"),
+        (b"x-ratelimit-remaining", b"0"),
+        (b"x-ratelimit-reset", b"30"),
+        (b"retry-after", b"30"),
+        (b"x-content-type-options", b"nosniff"),
+        (holds.HOLD_HEADER, hold),
+    ]
+    return [
+        {"type": "http.response.start", "status": 429, "headers": headers},
+        {"type": "http.response.body", "body": body},
+    ]
+
+
+def small_body(size: int = 100) -> list[dict]:
+    return [{"type": "http.request", "body": b"x" * size, "more_body": False}]
+
+
+def keyed(key: str = "k", size: int = 100) -> dict:
+    return http_scope({"authorization": f"Bearer {key}", "content-length": str(size)})
+
+
+class HoldingGuard:
+    def __init__(self, answer: list[dict]) -> None:
+        self.app = App(answer=answer)
+        self.counted: list[tuple[str, int]] = []
+        self.guard = EdgeGuard(
+            self.app,
+            max_upload_bytes=LIMIT,
+            count_held=lambda app, status: self.counted.append((app, status)),
+        )
+
+    def send(self, scope: dict, body: list[dict] | Iterator[dict] | None = None) -> Client:
+        client = Client(small_body() if body is None else body)
+        asyncio.run(self.guard(scope, client.receive, client.send))
+        return client
+
+
+def test_a_held_rejection_is_answered_here_until_it_runs_out(monkeypatch) -> None:
+    edge = HoldingGuard(held_429())
+    now = time.monotonic()
+    monkeypatch.setattr(time, "monotonic", lambda: now)
+    first = edge.send(keyed())
+    assert first.status == 429 and holds.HOLD_HEADER.decode() not in first.headers
+    assert edge.app.calls == 1 and edge.counted == []
+    monkeypatch.setattr(time, "monotonic", lambda: now + 10.5)
+    held = edge.send(keyed())
+    assert edge.app.calls == 1 and edge.counted == [("shared", 429)]
+    assert held.status == 429 and held.headers["retry-after"] == "20"
+    assert held.headers["x-ratelimit-reset"] == "20" and "connection" not in held.headers
+    assert "retry in 20 s" in held.json()["error"]
+    # Another key, path or origin is not the same rejection: the ingress answers it.
+    edge.send(keyed("other"))
+    edge.send({**keyed(), "path": "/api/models/other/predict"})
+    origin = keyed()
+    origin["headers"] = [*origin["headers"], (b"origin", b"https://example.com")]
+    edge.send(origin)
+    assert edge.app.calls == 4
+    monkeypatch.setattr(time, "monotonic", lambda: now + 30)
+    edge.send(keyed())
+    assert edge.app.calls == 5
+
+
+def test_the_ingress_is_told_the_edge_honours_holds_and_a_forged_hold_is_dropped() -> None:
+    seen: list[list] = []
+
+    async def app(scope, receive, send) -> None:
+        seen.append(scope["headers"])
+        for message in held_429():
+            await send(message)
+
+    edge = EdgeGuard(app, max_upload_bytes=LIMIT, count_held=lambda *_: None)
+    client = Client(small_body())
+    asyncio.run(edge(keyed(), client.receive, client.send))
+    assert (holds.EDGE_HEADER, b"1") in seen[0]
+    assert holds.HOLD_HEADER.decode() not in client.headers
+    # A hold the edge cannot read holds nothing, and is still never shown.
+    bad = held_429()
+    bad[0]["headers"][-1] = (holds.HOLD_HEADER, b"status=429;s=oops")
+    edge = HoldingGuard(bad)
+    for _ in range(2):
+        assert holds.HOLD_HEADER.decode() not in edge.send(keyed()).headers
+    assert edge.app.calls == 2
+
+
+def test_a_held_answer_reads_a_small_body_and_refuses_a_big_one_unread() -> None:
+    edge = HoldingGuard(held_429())
+    edge.send(keyed())
+    small = edge.send(keyed())
+    assert small.reads == 1 and "connection" not in small.headers  # read, so kept open
+    big = edge.send(keyed(size=2 * HELD_READ_BYTES), endless())
+    assert big.reads == 0 and big.headers["connection"] == "close"
+    chunked = http_scope({"authorization": "Bearer k", "transfer-encoding": "chunked"})
+    assert edge.send(chunked, endless()).reads == 0
+    assert edge.app.calls == 1 and len(edge.counted) == 3
+
+
+class GatedApp:
+    """Answers each request with `answer`, once `gate` is set: requests stay in flight."""
+
+    def __init__(self, answer: list[dict]) -> None:
+        self.answer = answer
+        self.calls = 0
+        self.gate = asyncio.Event()
+
+    async def __call__(self, scope: dict, receive, send) -> None:
+        self.calls += 1
+        while (await receive()).get("more_body", False):
+            pass
+        await self.gate.wait()
+        for message in self.answer:
+            await send(message)
+
+
+def flood_after_hold_runs_out(answer_again: list[dict], monkeypatch) -> tuple[GatedApp, list]:
+    """A held 429, then 5 requests at once after it ran out, the ingress answering
+    `answer_again`: (the app, the 5 clients)."""
+    app = GatedApp(held_429(seconds=1.0))
+    edge = EdgeGuard(app, max_upload_bytes=LIMIT, count_held=lambda *_: None)
+    now = [1000.0]
+    # The edge's clock only: asyncio's own must keep running.
+    monkeypatch.setattr(edge_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+
+    async def scenario() -> list[Client]:
+        app.gate.set()
+        first = Client(small_body())
+        await edge(keyed(), first.receive, first.send)
+        now[0] += 2.0  # the hold ran out
+        app.gate.clear()
+        app.answer = answer_again
+        clients = [Client(small_body()) for _ in range(5)]
+        tasks = [asyncio.create_task(edge(keyed(), c.receive, c.send)) for c in clients]
+        await asyncio.sleep(0.01)
+        assert app.calls == 2  # one asks; the other four wait for its answer
+        app.gate.set()
+        await asyncio.gather(*tasks)
+        return clients
+
+    return app, asyncio.run(scenario())
+
+
+def test_when_a_hold_runs_out_one_request_asks_again_for_all(monkeypatch) -> None:
+    app, clients = flood_after_hold_runs_out(held_429(seconds=30.0), monkeypatch)
+    assert app.calls == 2 and [c.status for c in clients] == [429] * 5
+
+
+def test_a_key_no_longer_refused_is_not_held_back(monkeypatch) -> None:
+    app, clients = flood_after_hold_runs_out(ok_response(), monkeypatch)
+    # The asker's answer held nothing: the waiters went on to the ingress themselves.
+    assert app.calls == 6 and [c.status for c in clients] == [200] * 5

@@ -216,3 +216,39 @@ def test_a_refusal_of_several_images_is_not_remembered(store: Path) -> None:
     with pytest.raises(ApiError):
         asyncio.run(gate.count_images(admission, 3))  # 3 do not fit beside the first one
     assert admit(gate, key, SHARED_ROUTE, "yolo26n").headers["X-RateLimit-Remaining"] == "1"
+
+
+def test_a_refusal_holds_until_its_deadline_and_one_of_several_images_does_not(
+    store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate, _ = gate_for(store)
+    key = keys.create_key(store, "held")
+    for _ in range(DEFAULT - 1):
+        admit(gate, key, SHARED_ROUTE, "yolo26n")
+    admission = admit(gate, key, SHARED_ROUTE, "yolo26n-seg")
+    with pytest.raises(ApiError) as several:
+        asyncio.run(gate.count_images(admission, 2))
+    assert several.value.status == 429 and several.value.hold is None  # one may still fit
+    admit(gate, key, SHARED_ROUTE, "yolo26n")  # ... and it did
+    now = time.monotonic()
+    with pytest.raises(ApiError) as fresh:
+        admit(gate, key, SHARED_ROUTE, "yolo26n")
+    hold = fresh.value.hold
+    assert hold is not None and hold.status == 429 and 59 < hold.seconds <= 60
+    assert hold.refusal is not None and hold.refusal.limit == DEFAULT
+    monkeypatch.setattr(time, "monotonic", lambda: now + 30.5)
+    with pytest.raises(ApiError) as local:
+        admit(gate, key, SHARED_ROUTE, "yolo26n")
+    assert local.value.hold is not None and 29 < local.value.hold.seconds < 30
+
+
+def test_a_401_holds_until_the_key_ring_next_reads_the_store(store: Path) -> None:
+    keys.create_key(store, "someone")
+    ring = keys.KeyRing(store, refresh_s=1.0)
+    gate = Gate(ring, None, DEFAULT)
+    for header in (None, "Bearer nonsense", f"Bearer ul_{'0' * 40}"):
+        with pytest.raises(ApiError) as unknown:
+            asyncio.run(gate.admit(header, SHARED_ROUTE, "yolo26n"))
+        hold = unknown.value.hold
+        assert unknown.value.status == 401 and hold is not None and hold.status == 401
+        assert 0 <= hold.seconds <= 1.0 and hold.refusal is None

@@ -30,6 +30,7 @@ from deployments.config import SharedArgs
 from deployments.metrics import (
     BATCH_SIZE,
     DECODE_SECONDS,
+    HELD_ANSWERS,
     INFERENCE_SECONDS,
     POSTPROCESS_SECONDS,
     PREPROCESS_SECONDS,
@@ -515,6 +516,7 @@ def test_the_dashboard_shows_what_operators_need() -> None:
     assert any("ray_yolo_requests_total" in e and "rate(" in e for e in exprs)  # QPS
     assert any('status=~"5.."' in e for e in exprs)  # error rate
     assert any(f"ray_{RATE_LIMITED.name}_total" in e for e in exprs)  # 429 rate
+    assert any(f"ray_{HELD_ANSWERS.name}_total" in e for e in exprs)  # ... and the proxy's
     assert any(f"ray_{BATCH_SIZE.name}_bucket" in e for e in exprs)  # batch-size distribution
     assert any("ray_serve_deployment_replica_healthy" in e for e in exprs)  # replicas
 

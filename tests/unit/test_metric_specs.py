@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import re
 
-from deployments.metrics import ALL_METRICS, BATCH_SIZE, INGRESS_METRICS, MODEL_METRICS
+from deployments.metrics import (
+    ALL_METRICS,
+    BATCH_SIZE,
+    INGRESS_METRICS,
+    MODEL_METRICS,
+    PROXY_METRICS,
+)
 
 # Labels whose values come from a bounded set the service controls.
 BOUNDED_LABELS = {"route", "status", "format", "model"}
@@ -18,10 +24,14 @@ def test_names_are_unique_valid_prometheus_names() -> None:
 
 
 def test_labels_are_bounded_and_never_about_keys() -> None:
-    for spec in ALL_METRICS:
+    for spec in INGRESS_METRICS + MODEL_METRICS:
         assert set(spec.tags) <= BOUNDED_LABELS, spec.name
-        # Ray adds these itself and refuses them as user tags.
+        # Ray adds these itself in a replica and refuses them as user tags.
         assert not {"application", "deployment", "replica"} & set(spec.tags)
+    for spec in PROXY_METRICS:
+        # The proxy is no replica: it names the application itself, as Serve's own proxy
+        # metrics do (the Serve apps are a bounded set, like the routes).
+        assert set(spec.tags) <= BOUNDED_LABELS | {"application"}, spec.name
 
 
 def test_histogram_buckets_ascend_and_counters_have_none() -> None:
