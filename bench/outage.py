@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     results: list[KillResult] = []
     try:
         url = f"{server.base_url}/endpoints/{APP}/predict"
-        with Clients(url, server.key, args.concurrency) as clients:
+        with Clients(url, server.endpoint_key, args.concurrency) as clients:
             time.sleep(5)  # warm
             for name, pids_of in victims(ports.dashboard_url).items():
                 if args.only and name not in args.only:

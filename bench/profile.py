@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
                 else f"/api/models/{args.model}/predict"
             )
             url = ray.base_url + path
-            headers = {"Authorization": f"Bearer {ray.key}"}
+            key = ray.endpoint_key if args.target == "dedicated" else ray.key
+            headers = {"Authorization": f"Bearer {key}"}
             if args.target == "dedicated":
                 pids = _pids(ray.pid, args.model, "Model")
             else:

@@ -40,7 +40,7 @@ import psutil
 
 from bench import load
 from bench.procmon import TreeMonitor
-from bench.servers import BENCH_KEY_LIMIT, RayServe, machine_load, prepare_bench_process
+from bench.servers import RayServe, machine_load, prepare_bench_process
 from bench.stats import summarize_level
 from shared import cluster, keys
 from shared.assets import EXAMPLES, example_image
@@ -183,7 +183,7 @@ class Rejections:
     def log(self, message: str) -> None:
         print(f"[rejections {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
-    def new_key(self, rate_limit: int) -> str:
+    def new_key(self, rate_limit: int | None) -> str:
         name = f"bench-rejections-{secrets.token_hex(4)}"
         key = keys.create_key(self.keys_file, name, rate_limit=rate_limit)
         self.created.append(name)
@@ -379,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             base_url, keys_file, pid = args.url.rstrip("/"), args.keys_file, None
             bench = Rejections(args, base_url, keys_file, pid)
             stack.callback(bench.revoke_all)
-            load_key = bench.new_key(rate_limit=BENCH_KEY_LIMIT)
+            load_key = bench.new_key(rate_limit=None)  # dedicated: counts nothing
             time.sleep(1.5)  # let the ingress re-read its key store
         else:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="yolo-rej-")))
@@ -387,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
             ray = RayServe(cluster.ClusterPorts.block(args.port_base), tmp, args.config)
             stack.callback(ray.close)
             bench = Rejections(args, ray.base_url, tmp / "keys.json", ray.pid)
-            load_key = ray.key
+            load_key = ray.endpoint_key
         report = bench.run(load_key)
     report = {
         "command": " ".join(["python -m bench.rejections", *(argv or sys.argv[1:])]),

@@ -101,6 +101,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         metavar="KEY=YAML",
         help="an app arg for every Ray app, e.g. backend=torch or batching={max_batch_size: 1}",
     )
+    parser.add_argument(
+        "--dedicated-key",
+        choices=("plain", "limited"),
+        default="plain",
+        help="the dedicated route's key: without a limit of its own (uncounted, the default), "
+        "or the shared route's key with its own limit (a limiter call per request)",
+    )
     parser.add_argument("--out", type=Path, default=PROJECT_ROOT / "bench" / "results")
     args = parser.parse_args(argv)
     args.repeats = args.repeats or (1 if args.quick else 3)
@@ -132,7 +139,7 @@ class Bench:
         self.floor_detections: list[dict[str, Any]] | None = None
         self.served: dict[str, list[dict[str, Any]]] = {}  # each route's answers, per image
         self.ray_urls: dict[str, str] = {}
-        self.ray_headers: dict[str, str] = {}
+        self.ray_headers: dict[str, dict[str, str]] = {}  # per route
         self.me = psutil.Process()
 
     def log(self, message: str) -> None:
@@ -275,7 +282,7 @@ class Bench:
                 self._round(None, None, ray)
             if ray and "dedicated" in self.args.targets:
                 self.large = large_photos.measure(
-                    self.ray_urls["dedicated"], self.ray_headers, self.args.imgsz
+                    self.ray_urls["dedicated"], self.ray_headers["dedicated"], self.args.imgsz
                 )
                 self.log(f"large photos: {self.large['target']['detail']}")
         self.check_floor()
@@ -289,14 +296,18 @@ class Bench:
         ray = RayServe(ports, Path(tmp), self.args.config, self.args.app_args)
         stack.callback(ray.close)
         self.notes["ray start + deploy s"] = round(ray.startup_s, 1)
-        self.ray_headers = {"Authorization": f"Bearer {ray.key}"}
+        endpoint_key = ray.key if self.args.dedicated_key == "limited" else ray.endpoint_key
+        self.ray_headers = {
+            "shared": {"Authorization": f"Bearer {ray.key}"},
+            "dedicated": {"Authorization": f"Bearer {endpoint_key}"},
+        }
         self.ray_urls = {
             "shared": f"{ray.base_url}/api/models/{self.args.model}/predict",
             "dedicated": f"{ray.base_url}/endpoints/{self.args.model}/predict",
         }
         for target in ("shared", "dedicated"):
             if target in self.args.targets:
-                self.check(target, self.ray_urls[target], self.ray_headers)
+                self.check(target, self.ray_urls[target], self.ray_headers[target])
         idle = TreeMonitor(ray.pid)
         idle.start()
         time.sleep(3)
@@ -322,7 +333,8 @@ class Bench:
                 self.measure_http("plain", plain.pid, f"{plain.base_url}/predict", {}, c)
             for target in ("shared", "dedicated"):
                 if ray and target in self.args.targets:
-                    self.measure_http(target, ray.pid, self.ray_urls[target], self.ray_headers, c)
+                    url, headers = self.ray_urls[target], self.ray_headers[target]
+                    self.measure_http(target, ray.pid, url, headers, c)
 
     def report(self, started: float, load_before: dict[str, Any]) -> dict[str, Any]:
         median = {

@@ -30,6 +30,9 @@ from shared.settings import apply_ultralytics_env
 # 2-CPU replicas that only time-share the same two cores), and no segmentation endpoint (not
 # measured, and an idle replica still costs memory). The shared rate limit stays the real one:
 # the bench key carries its own high per-key limit instead (`keys.create_key(rate_limit=...)`).
+# A key's own limit counts on every route, dedicated endpoints included, so the dedicated route
+# is driven with a second key that has none: the endpoint then counts nothing, as for any key
+# without a limit of its own, and no request makes a limiter round trip.
 BENCH_OVERRIDES: dict[str, dict[str, Any]] = {
     "yolo26n": {"autoscaling": None, "num_replicas": 2},
 }
@@ -205,6 +208,7 @@ class RayServe:
         keys_file = workdir / "keys.json"
         keys_file.unlink(missing_ok=True)
         self.key = keys.create_key(keys_file, "bench", rate_limit=BENCH_KEY_LIMIT)
+        self.endpoint_key = keys.create_key(keys_file, "bench-endpoint")  # dedicated: uncounted
         self.config = bench_serve_config(
             yaml.safe_load(config_file.read_text()), ports, keys_file, app_args
         )
