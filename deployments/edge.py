@@ -158,7 +158,7 @@ class _Outbound:
 
     __slots__ = ("body", "held", "hold", "holding", "send", "start", "started", "text")
 
-    def __init__(self, send: Send, holding: Holding | None = None) -> None:
+    def __init__(self, send: Send, holding: Holding) -> None:
         self.send = send
         self.holding = holding
         self.started = False
@@ -194,7 +194,7 @@ class _Outbound:
         headers = []
         for name, value in start.get("headers", ()):
             if name.lower() == holds.HOLD_HEADER:
-                self.hold = holds.decode(value) if self.holding is not None else None
+                self.hold = holds.decode(value)
             else:
                 headers.append((name, value))
         start = {**start, "headers": headers}
@@ -202,7 +202,7 @@ class _Outbound:
         return start
 
     def _collect(self, message: Message) -> None:
-        assert self.hold is not None and self.start is not None and self.holding is not None
+        assert self.hold is not None and self.start is not None
         self.body += message.get("body", b"")
         if len(self.body) > holds.MAX_BODY:
             self.hold = None  # not a rejection the edge repeats

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote, unquote
@@ -137,11 +136,14 @@ def json_body(message: str) -> bytes:
 
 
 class HeldAnswers:
-    """The answers one edge holds, by `held_key`; bounded, oldest first out."""
+    """The answers one edge holds, by `held_key`. Bounded: when full, answers that ran out
+    make room, and until one does nothing new is held."""
 
     def __init__(self, capacity: int = MAX_HELD) -> None:
         self.capacity = capacity
-        self._held: OrderedDict[bytes, _Held] = OrderedDict()
+        self._held: dict[bytes, _Held] = {}
+        # While full, when the first held answer runs out: no scan of the table before then.
+        self._full_until = 0.0
 
     def __len__(self) -> int:
         return len(self._held)
@@ -154,7 +156,7 @@ class HeldAnswers:
         """This key's answer was held and no longer is: it is being asked again (a run-out hold
         stays filed until `forget` or a new hold, so the edge can tell)."""
         held = self._held.get(key)
-        return held is not None and held.answer(now) is None
+        return held is not None and now >= held.until
 
     def forget(self, key: bytes) -> None:
         self._held.pop(key, None)
@@ -172,21 +174,23 @@ class HeldAnswers:
         is not held (it does not match its hold, is too big, or the table is full)."""
         if status != hold.status or len(body) > MAX_BODY:
             return False
+        if (hold.status == 429) != (hold.refusal is not None):
+            return False
         until = received_at + hold.seconds
         if key not in self._held and len(self._held) >= self.capacity:
+            if received_at < self._full_until:
+                return False
             self._prune(received_at)
             if len(self._held) >= self.capacity:
+                self._full_until = min(held.until for held in self._held.values())
                 return False
         kept = tuple(
             (name.lower(), value)
             for name, value in headers
             if name.lower() not in RECOMPUTED and name.lower() != HOLD_HEADER
         )
-        if (hold.status == 429) != (hold.refusal is not None):
-            return False
         refused = Refused(until, hold.refusal) if hold.refusal is not None else None
         self._held[key] = _Held(until, hold.status, kept, body, hold.application, refused)
-        self._held.move_to_end(key)
         return True
 
     def _prune(self, now: float) -> None:
