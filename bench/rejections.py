@@ -4,7 +4,8 @@ dedicated endpoint's throughput.
     .venv/bin/python -m bench.rejections            # own Ray cluster (bench/servers.py:RayServe)
     .venv/bin/python -m bench.rejections --url http://127.0.0.1:8000 --keys-file .keys/keys.json
 
-Measured with closed-loop clients (bench/load.py), `--concurrency` of them (32) per flood:
+Measured with closed-loop clients, `--concurrency` of them (32) per flood (bench/flood.py's
+prepared requests on keep-alive sockets; `--flood-client aiohttp` for bench/load.py's):
 - 401: a random, well-formed but unknown `ul_` key on POST /api/models/{model}/predict, a tiny
   PNG attached;
 - 429: a key of its own created with `rate_limit=1` (one request per window), spent with one
@@ -38,7 +39,7 @@ import cv2
 import numpy as np
 import psutil
 
-from bench import load
+from bench import flood, load
 from bench.procmon import TreeMonitor
 from bench.servers import RayServe, machine_load, prepare_bench_process
 from bench.stats import summarize_level
@@ -67,6 +68,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model", default="yolo26n")
     parser.add_argument("--concurrency", type=int, default=32, help="clients per flood")
     parser.add_argument("--load-concurrency", type=int, default=4, help="dedicated endpoint")
+    parser.add_argument(
+        "--flood-client",
+        choices=("raw", "aiohttp"),
+        default="raw",
+        help="raw: prepared requests on keep-alive sockets (bench/flood.py), so the flood's "
+        "own CPU takes little from the server; aiohttp: bench/load.py's clients, as before",
+    )
     parser.add_argument("--duration", type=float, default=8.0, help="seconds measured each")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument(
@@ -150,6 +158,7 @@ def _flood(
     duration_s: float,
     warmup_s: float,
     ok_status: int,
+    client: str,
     measuring: Any,
     out: Any,
 ) -> None:
@@ -161,7 +170,11 @@ def _flood(
         return await load.run_level(url, headers, [upload], concurrency, duration_s, 0, ok_status)
 
     cpu = time.process_time()
-    result = asyncio.run(run())
+    if client == "raw":
+        args = (url, headers, upload, concurrency, duration_s, warmup_s, ok_status)
+        result = flood.run_flood(*args, on_measuring=measuring.set)
+    else:
+        result = asyncio.run(run())
     out.put((result, (time.process_time() - cpu) / result.wall_s))
 
 
@@ -275,6 +288,7 @@ class Rejections:
                 duration_s,
                 self.args.warmup,
                 ok_status,
+                self.args.flood_client,
                 measuring,
                 out,
             ),
@@ -394,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": started,
         "server": args.url or "own Ray cluster: serve_config.yaml + bench/servers.py overrides",
         "concurrency": args.concurrency,
+        "flood client": args.flood_client,
         "load concurrency": args.load_concurrency,
         "seconds": f"{args.duration} measured + {args.warmup} warm-up (after {args.settle} s)",
         "machine load before": load_before,
