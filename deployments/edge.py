@@ -19,7 +19,10 @@ k8s/generate.py), and so sees each request before the proxy does:
 - a rejection the ingress says holds (shared/holds.py: a spent key's 429 until its retry time,
   an unknown key's 401 until the key store is next read) is answered here for that key and
   route until then: a flood of them costs the proxy's HTTP parsing only, not a trip through
-  Serve's router and an ingress replica each (bench/README.md has the figures).
+  Serve's router and an ingress replica each (bench/README.md has the figures);
+- those held answers are paced (shared/pace.py): a flood's closed loop would otherwise take
+  as much of this process, which every admitted request also passes through, as the scheduler
+  gives it. Anyone not flooding is answered at once.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared import holds
 from shared.holds import HeldAnswers
 from shared.limits import MB, body_cap, too_large_message
+from shared.pace import Pace
 from shared.settings import settings
 
 # The proxy's own logger, so these lines land in its log file next to Serve's.
@@ -260,9 +264,13 @@ class EdgeGuard:
         max_upload_bytes: int | None = None,
         max_video_bytes: int | None = None,
         count_held: Callable[[str, int], None] | None = None,
+        held_answers_per_s: float | None = None,
     ) -> None:
         self.app = app
         self.held = HeldAnswers()
+        if held_answers_per_s is None:
+            held_answers_per_s = settings().held_answers_per_s
+        self.pace = Pace(held_answers_per_s)
         # Keys whose hold ran out, while one request asks again (set when its answer is in).
         self.asking: dict[bytes, asyncio.Future[None]] = {}
         # (application, status) of each answer given from `held`: the proxy's own metric.
@@ -380,6 +388,9 @@ class EdgeGuard:
                 if message["type"] != "http.request":
                     return  # the client left: nobody to answer
                 more = message.get("more_body", False)
+        wait = self.pace.wait(time.monotonic())
+        if wait > 0:
+            await asyncio.sleep(wait)
         await send({"type": "http.response.start", "status": answer.status, "headers": headers})
         await send({"type": "http.response.body", "body": answer.body})
         self.count_held(answer.application, answer.status)

@@ -26,6 +26,10 @@ ULTRALYTICS_ENV = {
 
 DEFAULT_MAX_UPLOAD_MB = 10  # serve_config.yaml's max_upload_mb, and the proxy's default
 DEFAULT_MAX_VIDEO_MB = 100  # max_video_mb: dedicated endpoints' video uploads
+# Rejections each proxy repeats from holds, at most this many a second (shared/pace.py): above
+# the 1000 a second the service is built to answer and, at about 0.1 ms of the proxy's CPU each,
+# about 0.15 of a core however hard the flood. 0 turns the pace off.
+DEFAULT_HELD_ANSWERS_PER_S = 1500
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class Settings:
     weights_dir: Path  # YOLO_ENDPOINTS_WEIGHTS: where fetched weights are cached
     max_upload_mb: float  # YOLO_MAX_UPLOAD_MB: the proxy edge guard's limit
     max_video_mb: float  # YOLO_MAX_VIDEO_MB: its limit on the routes that take video
+    held_answers_per_s: float  # YOLO_HELD_ANSWERS_PER_S: the edge's pace of held rejections
     # YOLO_VALIDATE_RESPONSES=1: every JSON response is checked against its route's declared
     # model (deployments/response_check.py); the test cluster turns it on.
     validate_responses: bool
@@ -48,6 +53,7 @@ def settings(env: Mapping[str, str] = os.environ) -> Settings:
         weights_dir=Path(env.get("YOLO_ENDPOINTS_WEIGHTS", PROJECT_ROOT / ".weights")).resolve(),
         max_upload_mb=float(env.get("YOLO_MAX_UPLOAD_MB", DEFAULT_MAX_UPLOAD_MB)),
         max_video_mb=float(env.get("YOLO_MAX_VIDEO_MB", DEFAULT_MAX_VIDEO_MB)),
+        held_answers_per_s=float(env.get("YOLO_HELD_ANSWERS_PER_S", DEFAULT_HELD_ANSWERS_PER_S)),
         validate_responses=env.get("YOLO_VALIDATE_RESPONSES", "") == "1",
     )
 

@@ -604,3 +604,27 @@ def test_a_key_no_longer_refused_is_not_held_back(monkeypatch) -> None:
     app, clients = flood_after_hold_runs_out(ok_response(), monkeypatch)
     # The asker's answer held nothing: the waiters went on to the ingress themselves.
     assert app.calls == 6 and [c.status for c in clients] == [200] * 5
+
+
+def test_held_answers_are_paced_and_anyone_alone_is_answered_at_once() -> None:
+    app = App(answer=held_429())
+    edge = EdgeGuard(app, max_upload_bytes=LIMIT, count_held=lambda *_: None, held_answers_per_s=20)
+
+    async def scenario() -> tuple[list[Client], list[float]]:
+        first = Client(small_body())
+        await edge(keyed(), first.receive, first.send)  # the ingress's answer, now held
+        clients = [Client(small_body()) for _ in range(4)]
+        done: list[float] = []
+
+        async def one(client: Client) -> None:
+            await edge(keyed(), client.receive, client.send)
+            done.append(time.monotonic())
+
+        started = time.monotonic()
+        await asyncio.gather(*(one(c) for c in clients))
+        return clients, [t - started for t in done]
+
+    clients, after_s = asyncio.run(scenario())
+    assert app.calls == 1 and [c.status for c in clients] == [429] * 4
+    # 20 a second: the first goes at once, each next one a twentieth of a second later.
+    assert after_s[0] < 0.05 and after_s[-1] >= 3 / 20 - 0.005
