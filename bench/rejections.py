@@ -164,7 +164,7 @@ def _flood(
 ) -> None:
     """A flood in a process of its own: warm up, say so, measure, send back the result."""
 
-    async def run() -> load.LevelResult:
+    async def with_aiohttp() -> load.LevelResult:
         await load.run_level(url, headers, [upload], concurrency, warmup_s, 0, ok_status)
         measuring.set()
         return await load.run_level(url, headers, [upload], concurrency, duration_s, 0, ok_status)
@@ -174,7 +174,7 @@ def _flood(
         args = (url, headers, upload, concurrency, duration_s, warmup_s, ok_status)
         result = flood.run_flood(*args, on_measuring=measuring.set)
     else:
-        result = asyncio.run(run())
+        result = asyncio.run(with_aiohttp())
     out.put((result, (time.process_time() - cpu) / result.wall_s))
 
 

@@ -1,11 +1,11 @@
 """A pace: events at most `per_s` a second, each told how long to wait for its turn.
 
 The proxy's edge (deployments/edge.py) paces the rejections it repeats from holds. Each costs
-little (about 0.1 ms of the proxy's CPU), but a client that hammers a spent key gets its next
-answer as soon as it asks, so a closed loop of them takes as much of the proxy, the process
-every admitted request also passes through, as the machine's scheduler gives it. Paced, a
-flood of rejections takes at most `per_s` times that, whatever its concurrency, and an answer
-that needs no wait (anyone not flooding) is sent at once.
+little (well under a millisecond of the proxy's CPU; bench/README.md), but a client that
+hammers a spent key gets its next answer as soon as it asks, so a closed loop of them takes as
+much of the proxy, the process every admitted request also passes through, as the machine's
+scheduler gives it. Paced, a flood of rejections takes at most `per_s` times that, whatever its
+concurrency, and an answer that needs no wait (anyone not flooding) is sent at once.
 """
 
 from __future__ import annotations

@@ -27,8 +27,9 @@ ULTRALYTICS_ENV = {
 DEFAULT_MAX_UPLOAD_MB = 10  # serve_config.yaml's max_upload_mb, and the proxy's default
 DEFAULT_MAX_VIDEO_MB = 100  # max_video_mb: dedicated endpoints' video uploads
 # Rejections each proxy repeats from holds, at most this many a second (shared/pace.py): above
-# the 1000 a second the service is built to answer and, at about 0.1 ms of the proxy's CPU each,
-# about 0.15 of a core however hard the flood. 0 turns the pace off.
+# the 1000 a second the service is built to answer and, at the 0.17-0.23 ms of the proxy's CPU a
+# paced answer cost in bench.rejections, about a quarter to a third of a core however hard the
+# flood. 0 turns the pace off.
 DEFAULT_HELD_ANSWERS_PER_S = 1500
 
 
